@@ -1,0 +1,1 @@
+"""convserve serving side: repository, runtime, batching, preprocessing, gRPC, metrics."""
