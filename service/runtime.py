@@ -1,0 +1,268 @@
+"""One ONNX Runtime session per model instance: provider choice, checks, warm-up, blocking run.
+
+The provider actually in use is what `session.get_providers()` reports, not what was asked for:
+ONNX Runtime silently falls back to CPU when the CUDA libraries or a GPU are missing, so we read
+it back, log a warning when CUDA was wanted, and export it as a metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service.config import ModelSpec, TensorSpec
+from service.errors import ModelLoadError, ModelNotReadyError
+
+logger = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+GPU_PROVIDERS = (CUDA, TENSORRT)
+
+# ONNX Runtime NodeArg.type → KServe datatype, to check config.pbtxt against the graph.
+_ORT_DATATYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """ "cuda:1" → ("cuda", 1); "auto"/"cpu"/"cuda" → (kind, 0)."""
+    kind, _, index = device.partition(":")
+    return kind, int(index) if index else 0
+
+
+def _cuda_options(device_id: int) -> dict[str, str]:
+    return {
+        "device_id": str(device_id),
+        # EXHAUSTIVE benchmarks every conv algorithm on each new input shape: seconds of stall on
+        # the first request of every batch size. HEURISTIC picks from cuDNN's heuristics at once.
+        "cudnn_conv_algo_search": "HEURISTIC",
+        # One stream for copies and compute: no cross-stream races with CPU-bound outputs.
+        "do_copy_in_default_stream": "1",
+        # Grow the arena by what is asked, not by doubling: a serving process keeps several models
+        # resident and doubling strands memory the other sessions could use.
+        "arena_extend_strategy": "kSameAsRequested",
+    }
+
+
+def _tensorrt_options(device_id: int, params: dict[str, str], model: str) -> dict[str, Any]:
+    """Triton's `gpu_execution_accelerator { name: "tensorrt" }` parameters → TRT EP options."""
+    options: dict[str, Any] = {
+        "device_id": device_id,
+        "trt_fp16_enable": params.get("precision_mode", "").upper() == "FP16",
+        # Building an engine takes minutes for a big network; cache it across restarts.
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": params.get(
+            "trt_engine_cache_path", str(Path(tempfile.gettempdir()) / "convserve-trt" / model)
+        ),
+    }
+    if "max_workspace_size_bytes" in params:
+        options["trt_max_workspace_size"] = int(params["max_workspace_size_bytes"])
+    return options
+
+
+def choose_providers(spec: ModelSpec, device: str) -> list[str | tuple[str, dict[str, Any]]]:
+    """Providers to ask ONNX Runtime for, best first; CPU is always the last resort."""
+    kind, device_id = parse_device(device)
+    available = ort.get_available_providers()
+    if kind == "cpu" or (kind == "auto" and CUDA not in available):
+        return [CPU]
+    providers: list[str | tuple[str, dict[str, Any]]] = []
+    accelerators = spec.config.optimization.execution_accelerators.gpu_execution_accelerator
+    for accelerator in accelerators:
+        if accelerator.name.lower() != "tensorrt":
+            logger.warning("%s: unknown gpu_execution_accelerator %r", spec.name, accelerator.name)
+        elif TENSORRT not in available:
+            logger.warning("%s: TensorRT requested but this ONNX Runtime lacks it", spec.name)
+        else:
+            params = dict(accelerator.parameters)
+            providers.append((TENSORRT, _tensorrt_options(device_id, params, spec.name)))
+    providers += [(CUDA, _cuda_options(device_id)), CPU]
+    return providers
+
+
+class OrtRuntime:
+    """An ONNX Runtime session for one instance of one model version.
+
+    `run` is blocking and meant for a worker thread; the batcher gives each instance one batch at
+    a time, which is what the preallocated batch buffers rely on.
+    """
+
+    def __init__(
+        self, model_path: Path, spec: ModelSpec, device: str, *, intra_op_threads: int = 0
+    ) -> None:
+        self.model_path = model_path
+        self.spec = spec
+        self.requested_device = device
+        self.device_id = parse_device(device)[1]
+        providers = choose_providers(spec, device)
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = intra_op_threads
+        # Parallelism comes from batching and instances, not from running graph branches at once.
+        options.inter_op_num_threads = 1
+        # Idle ORT threads spin for a while by default; between batches they would burn cores that
+        # the decoding threads and other instances need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session: ort.InferenceSession | None = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # ORT raises Fail/InvalidGraph/RuntimeException/...; all mean this
+            raise ModelLoadError(
+                f"{model_path}: ONNX Runtime cannot load it: {_brief(exc)}"
+            ) from None
+
+        self.provider: str = self._session.get_providers()[0]
+        wanted_gpu = any(p == CUDA or (isinstance(p, tuple) and p[0] == CUDA) for p in providers)
+        if wanted_gpu and self.provider not in GPU_PROVIDERS:
+            logger.warning(
+                "%s: device %r asked for CUDA but ONNX Runtime runs it on %s "
+                "(CUDA/cuDNN libraries or GPU missing; see ONNX Runtime's log above)",
+                model_path,
+                device,
+                self.provider,
+            )
+        # IO binding lets ORT copy inputs host→device once, on its own stream; on CPU it buys
+        # nothing over run().
+        self.use_io_binding = self.provider in GPU_PROVIDERS
+        self._check_io(self._session)
+        self._output_names = [t.name for t in spec.outputs]
+        logger.info("%s: session on %s (requested %s)", model_path, self.provider, device)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider in GPU_PROVIDERS
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch; blocking. Arrays must already have the model's dtypes and shapes."""
+        session = self._session
+        if session is None:
+            raise ModelNotReadyError(f"{self.model_path}: session is closed")
+        if self.use_io_binding:
+            binding = session.io_binding()
+            for name, array in inputs.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+            for name in self._output_names:
+                binding.bind_output(name)  # on the host: replies are built from numpy
+            session.run_with_iobinding(binding)
+            results = binding.copy_outputs_to_cpu()
+        else:
+            results = session.run(self._output_names, inputs)
+        return dict(zip(self._output_names, results, strict=True))
+
+    def warmup(self, buckets: Iterable[int]) -> None:
+        """Run every batch size once with random data, so no request pays for a first shape.
+
+        Known limitation: inputs with a variable (-1) non-batch dimension are not warmed, since
+        any size we made up might not be one the model accepts.
+        """
+        if any(-1 in t.dims or t.datatype == "BYTES" for t in self.spec.inputs):
+            logger.info("%s: variable-size or BYTES input, skipping warm-up", self.model_path)
+            return
+        sizes: list[int | None] = list(buckets) if self.spec.batching else [None]
+        if not sizes:
+            sizes = [1]  # batching without buckets: at least build the kernels once
+        rng = np.random.default_rng(0)
+        for size in sizes:
+            batch = {t.name: _random(rng, t, size) for t in self.spec.inputs}
+            try:
+                self.run(batch)
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"{self.model_path}: warm-up with batch size {size} failed: {_brief(exc)}"
+                ) from None
+
+    def close(self) -> None:
+        """Drop the session (and with it its GPU memory); later runs raise ModelNotReadyError."""
+        self._session = None
+
+    def _check_io(self, session: ort.InferenceSession) -> None:
+        """Refuse a config.pbtxt that disagrees with the graph, before the first request does."""
+        batching = self.spec.batching
+        graph_inputs = {a.name: a for a in session.get_inputs()}
+        graph_outputs = {a.name: a for a in session.get_outputs()}
+        problems: list[str] = []
+        for kind, specs, graph in (
+            ("input", self.spec.inputs, graph_inputs),
+            ("output", self.spec.outputs, graph_outputs),
+        ):
+            for spec in specs:
+                arg = graph.get(spec.name)
+                if arg is None:
+                    problems.append(
+                        f"{kind} {spec.name!r} is not in the model (it has {', '.join(graph)})"
+                    )
+                    continue
+                problems += _compare(kind, spec, arg.type, list(arg.shape), batching)
+        missing = sorted(set(graph_inputs) - {t.name for t in self.spec.inputs})
+        if missing:
+            problems.append(f"model inputs missing from config.pbtxt: {', '.join(missing)}")
+        if problems:
+            raise ModelLoadError(f"{self.model_path}: " + "; ".join(problems))
+
+
+def _compare(
+    kind: str, spec: TensorSpec, ort_type: str, shape: list[Any], batching: bool
+) -> list[str]:
+    problems = []
+    datatype = _ORT_DATATYPES.get(ort_type, ort_type)
+    if datatype != spec.datatype:
+        problems.append(
+            f"{kind} {spec.name!r} is {datatype} in the model, {spec.datatype} in config"
+        )
+    if batching:
+        if shape and isinstance(shape[0], int) and shape[0] > 0:
+            problems.append(
+                f"{kind} {spec.name!r} has a fixed batch dimension {shape[0]}; "
+                "export it dynamic or set max_batch_size: 0"
+            )
+        shape = shape[1:]
+    if len(shape) != len(spec.dims):
+        return [*problems, f"{kind} {spec.name!r} has shape {shape} in the model, dims "
+                f"{list(spec.dims)} in config (batch axis excluded: {batching})"]  # fmt: skip
+    for want, have in zip(spec.dims, shape, strict=True):
+        if want != -1 and isinstance(have, int) and have > 0 and have != want:
+            problems.append(
+                f"{kind} {spec.name!r} has shape {shape} in the model, dims {list(spec.dims)} "
+                "in config"
+            )
+            break
+    return problems
+
+
+def _random(rng: np.random.Generator, spec: TensorSpec, size: int | None) -> np.ndarray:
+    shape = spec.dims if size is None else (size, *spec.dims)
+    if spec.np_dtype.kind == "f":
+        return rng.standard_normal(shape).astype(spec.np_dtype)
+    if spec.np_dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    # Small non-negative integers are valid for index-like inputs (Gather, Embedding).
+    return rng.integers(0, 2, shape).astype(spec.np_dtype)
+
+
+def _brief(exc: BaseException) -> str:
+    """First line of an ORT error: its full text repeats the graph and can run to pages."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:500] if lines else type(exc).__name__

@@ -1,0 +1,278 @@
+"""Server settings: one frozen object, built once at start-up and passed down explicitly.
+
+Every field can be set by a command-line flag (`--grpc-port`) or an environment variable
+(`CONVSERVE_GRPC_PORT`); a flag beats the variable, the variable beats the default. The docstring
+under each field is its documentation and becomes the flag's help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
+import logging
+import os
+import re
+import textwrap
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import SettingsError
+
+ENV_PREFIX = "CONVSERVE_"
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+@dataclass(frozen=True)
+class Settings:
+    repository: Path = Path("model_repository")
+    """Model repository directory (Triton layout: <model>/config.pbtxt, <model>/<n>/model.onnx)."""
+
+    grpc_host: str = "0.0.0.0"
+    """Address the gRPC server binds to."""
+
+    grpc_port: int = 8001
+    """gRPC port; 0 picks a free port (logged at start-up)."""
+
+    metrics_host: str = "0.0.0.0"
+    """Address the Prometheus /metrics HTTP server binds to."""
+
+    metrics_port: int = 8002
+    """Prometheus /metrics port; 0 picks a free port, -1 disables the metrics server."""
+
+    device: str = "auto"
+    """Execution device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."""
+
+    default_image_model: str = "mobilenet_v2"
+    """Model that ClassifyImage uses when a request names none."""
+
+    default_speech_model: str = "speech_cnn"
+    """Model that DetectSpeech uses when a request names none."""
+
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message accepted or sent, in bytes."""
+
+    max_image_pixels: int = 40_000_000
+    """Largest decoded image accepted, in pixels (guards against decompression bombs)."""
+
+    max_image_bytes: int = 32 * 1024 * 1024
+    """Largest encoded image accepted, in bytes."""
+
+    max_audio_seconds: float = 600.0
+    """Longest audio clip accepted, in seconds."""
+
+    max_queue_size: int = 1024
+    """Requests queued per model version before RESOURCE_EXHAUSTED, when config.pbtxt sets none."""
+
+    max_concurrent_streams: int = 256
+    """Concurrent gRPC streams (RPCs) per connection."""
+
+    grace_period_s: float = 30.0
+    """Seconds in-flight requests get to finish after SIGTERM before the server stops."""
+
+    preprocess_threads: int = 0
+    """Threads decoding images and audio; 0 = one per CPU core."""
+
+    intra_op_threads: int = 0
+    """ONNX Runtime intra-op threads per session; 0 = automatic (cores split across instances)."""
+
+    log_level: str = "INFO"
+    """Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+
+    load_models: tuple[str, ...] = ()
+    """Models to load at start-up (comma-separated); empty = every model in the repository."""
+
+    def __post_init__(self) -> None:
+        # Case is not meaningful in these two; normalise so comparisons elsewhere stay simple.
+        object.__setattr__(self, "log_level", self.log_level.upper())
+        object.__setattr__(self, "device", self.device.lower())
+        _validate(self)
+
+    @classmethod
+    def from_sources(
+        cls,
+        args: Mapping[str, object] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings from explicit values (non-None wins), then CONVSERVE_* variables.
+
+        `args` may be `vars(argparse_namespace)`: keys that are not fields are ignored, values may
+        be typed or strings. `env` defaults to os.environ; an empty variable counts as unset so a
+        compose file can blank a value out.
+        """
+        args = args or {}
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            convert = _converters()[field.name]
+            raw = args.get(field.name)
+            source = f"--{_flag(field.name)}"
+            if raw is None:
+                raw = env.get(_env_name(field.name)) or None
+                source = _env_name(field.name)
+            if raw is None:
+                continue
+            try:
+                values[field.name] = convert(raw)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"{source}: {exc}") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """Add one flag per field (kebab-case, default None so the environment can fill in)."""
+        docs = _field_docs()
+        for field in dataclasses.fields(Settings):
+            default = field.default
+            if isinstance(default, tuple):
+                default = ",".join(default) or "(all)"
+            help_text = (
+                f"{docs.get(field.name, '')} "
+                f"[env {_env_name(field.name)}; default {default}]".strip()
+            ).replace("%", "%%")  # argparse formats help with %
+            parser.add_argument(
+                f"--{_flag(field.name)}",
+                dest=field.name,
+                default=None,
+                metavar=field.name.upper(),
+                help=help_text,
+            )
+
+    def log_summary(self, logger: logging.Logger) -> None:
+        """Log every setting on one line, so a deployment's effective config is in its log."""
+        pairs = (f"{f.name}={getattr(self, f.name)!s}" for f in dataclasses.fields(self))
+        logger.info("settings: %s", " ".join(pairs))
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _to_int(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected an integer, got {raw!r}")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw.strip().replace("_", ""))
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {raw!r}")
+
+
+def _to_float(raw: object) -> float:
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {raw!r}")
+
+
+def _to_str(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
+    return raw.strip()
+
+
+def _to_path(raw: object) -> Path:
+    if isinstance(raw, Path):
+        return raw
+    return Path(_to_str(raw))
+
+
+def _to_names(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items: list[object] = list(raw.split(","))
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise ValueError(f"expected a comma-separated list, got {raw!r}")
+    names = tuple(_to_str(item) for item in items)
+    return tuple(name for name in names if name)
+
+
+_BY_TYPE: dict[object, Callable[[object], object]] = {
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    Path: _to_path,
+    tuple[str, ...]: _to_names,
+}
+
+
+@functools.cache
+def _converters() -> dict[str, Callable[[object], object]]:
+    hints = typing.get_type_hints(Settings)
+    return {f.name: _BY_TYPE[hints[f.name]] for f in dataclasses.fields(Settings)}
+
+
+@functools.cache
+def _field_docs() -> dict[str, str]:
+    """The docstring under each field, read from the source (empty when it is not available)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(Settings)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _validate(s: Settings) -> None:
+    """Reject values that would fail later in a less obvious place."""
+    problems: list[str] = []
+
+    def check(ok: bool, field: str, want: str) -> None:
+        if not ok:
+            value = getattr(s, field)
+            problems.append(f"{_flag(field)} ({_env_name(field)}) must be {want}, got {value!r}")
+
+    check(0 <= s.grpc_port <= 65535, "grpc_port", "between 0 and 65535")
+    check(-1 <= s.metrics_port <= 65535, "metrics_port", "between -1 and 65535")
+    check(
+        s.metrics_port <= 0 or s.metrics_port != s.grpc_port,
+        "metrics_port",
+        "different from grpc-port",
+    )
+    check(bool(s.grpc_host), "grpc_host", "a host name or address")
+    check(bool(s.metrics_host), "metrics_host", "a host name or address")
+    check(bool(_DEVICE_RE.match(s.device)), "device", "auto, cpu, cuda or cuda:N")
+    check(bool(s.default_image_model), "default_image_model", "a model name")
+    check(bool(s.default_speech_model), "default_speech_model", "a model name")
+    check(s.max_message_bytes >= 1024, "max_message_bytes", "at least 1024")
+    check(s.max_image_pixels > 0, "max_image_pixels", "positive")
+    check(s.max_image_bytes > 0, "max_image_bytes", "positive")
+    check(s.max_audio_seconds > 0, "max_audio_seconds", "positive")
+    check(s.max_queue_size > 0, "max_queue_size", "positive")
+    check(s.max_concurrent_streams > 0, "max_concurrent_streams", "positive")
+    check(s.grace_period_s >= 0, "grace_period_s", "zero or more")
+    check(s.preprocess_threads >= 0, "preprocess_threads", "zero (auto) or more")
+    check(s.intra_op_threads >= 0, "intra_op_threads", "zero (auto) or more")
+    check(s.log_level.upper() in _LOG_LEVELS, "log_level", "one of " + ", ".join(_LOG_LEVELS))
+    bad_names = [n for n in s.load_models if "/" in n or "\\" in n or n in (".", "..")]
+    check(not bad_names, "load_models", "plain model directory names")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
