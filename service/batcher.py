@@ -119,6 +119,13 @@ class DynamicBatcher:
         self.version = version
         self.stats = ModelStats()
         self._runtimes = list(runtimes)
+        # Padding to bucket sizes pays on GPU (few shapes: no per-shape kernel selection, reusable
+        # CUDA graphs). On CPU a padded row costs as much as a real one and ONNX Runtime's CPU
+        # kernels have no per-shape set-up, so batches run at their real size unless
+        # config.pbtxt asks for buckets explicitly.
+        self._pad = "batch_buckets" in spec.parameters or any(
+            getattr(r, "on_gpu", False) for r in self._runtimes
+        )
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
             max_workers=len(runtimes), thread_name_prefix=f"ort-{spec.name}-{version}"
@@ -409,6 +416,8 @@ class DynamicBatcher:
         return results, (t1 - t0, t2 - t1, t3 - t2)
 
     def _bucket(self, rows: int) -> int:
+        if not self._pad:
+            return rows
         for size in self.spec.buckets:
             if size >= rows:
                 return size

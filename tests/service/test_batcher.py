@@ -48,8 +48,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 class FakeRuntime:
     """Echo x→y in a worker thread, optionally held at a gate; records every batch it sees."""
 
-    def __init__(self, gate: threading.Event | None = None) -> None:
+    def __init__(self, gate: threading.Event | None = None, *, on_gpu: bool = False) -> None:
         self.gate = gate
+        self.on_gpu = on_gpu  # padding to buckets happens only for GPU sessions by default
         self.batches: list[np.ndarray] = []
         self.running = 0
         self.max_running = 0
@@ -126,8 +127,19 @@ async def test_concurrent_submits_are_batched_and_exact(models: Models) -> None:
     assert stats.success.count == len(sizes) and stats.fail.count == 0
 
 
+async def test_cpu_batches_run_at_their_real_size(models: Models) -> None:
+    runtime = FakeRuntime(on_gpu=False)
+    spec = echo_spec(models, buckets=(2, 4, 8), max_queue_delay_s=0.05)
+    batcher = DynamicBatcher(spec, [runtime], Metrics(), "1")
+    await batcher.start()
+    a, b = rows(1, 2), rows(3)
+    await asyncio.wait_for(asyncio.gather(batcher.submit({"x": a}), batcher.submit({"x": b})), 5)
+    await batcher.stop()
+    assert [len(x) for x in runtime.batches] == [3]  # no padding rows computed on CPU
+
+
 async def test_padding_to_the_bucket_and_split(models: Models) -> None:
-    runtime = FakeRuntime()
+    runtime = FakeRuntime(on_gpu=True)
     spec = echo_spec(models, buckets=(2, 4, 8), max_queue_delay_s=0.05)
     batcher = DynamicBatcher(spec, [runtime], Metrics(), "1")
     await batcher.start()
