@@ -21,6 +21,11 @@ class BuildPyWithProtos(build_py):  # type: ignore[misc]
         super().run()
 
 
+# setuptools checks the package directories below before any build step runs, so the stubs must
+# exist first on a clean tree (grpcio-tools is a build requirement in pyproject.toml).
+if not (HERE / "service" / "_proto" / "inference" / "grpc_service_pb2.py").exists():
+    runpy.run_path(str(HERE / "scripts" / "gen_protos.py"), run_name="__main__")
+
 setup(
     cmdclass={"build_py": BuildPyWithProtos},
     packages=[

