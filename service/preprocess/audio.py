@@ -26,7 +26,6 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from service.errors import InvalidInputError
 
@@ -139,6 +138,9 @@ def decode_wav(data: bytes, *, max_seconds: float = math.inf) -> tuple[Samples, 
 
 def resample(x: Samples, sr_in: int, sr_out: int) -> Samples:
     """Polyphase resampling (scipy.signal.resample_poly, Kaiser window) to sr_out, float32."""
+    # Imported here: scipy.signal costs ~1 s to import, which every server start would pay.
+    from scipy.signal import resample_poly
+
     _check_rate(sr_in)
     _check_rate(sr_out)
     if sr_in == sr_out:

@@ -1,0 +1,281 @@
+"""Server lifecycle: start, serve, drain on SIGTERM.
+
+    start:  check the repository ─▶ bind gRPC (health NOT_SERVING) ─▶ /metrics ─▶ load models
+            ─▶ health SERVING (overall and per model) ─▶ print the ready line
+    SIGTERM / SIGINT:
+            health NOT_SERVING for every service ─▶ stop accepting RPCs, let in-flight ones finish
+            within grace_period_s ─▶ drain the batchers and close the sessions ─▶ stop /metrics
+            ─▶ exit 0
+
+The ready line on stdout, `convserve serving grpc=HOST:PORT metrics=HOST:PORT` (metrics port -1
+when disabled), is how scripts and tests learn the ports when they asked for port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from service._proto.convserve.v1 import inference_pb2 as task_pb2
+from service._proto.convserve.v1 import inference_pb2_grpc as task_pb2_grpc
+from service._proto.inference import grpc_service_pb2 as kserve_pb2
+from service._proto.inference import grpc_service_pb2_grpc as kserve_pb2_grpc
+from service.errors import ConvserveError, RepositoryError
+from service.metrics import Metrics
+from service.repository import ModelRepository, ModelState, ServedModel
+from service.servicers.kserve import KServeServicer
+from service.servicers.task import TaskServicer
+from service.settings import Settings
+
+logger = logging.getLogger("service.server")
+
+SERVING: Final = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
+TASK_SERVICE: Final = task_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+KSERVE_SERVICE: Final = kserve_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+EXIT_STARTUP_FAILED: Final = 2
+
+
+class Server:
+    """The gRPC server, its servicers, the repository and the metrics endpoint, as one unit.
+
+    server = await Server(settings).start()   # .grpc_port / .metrics_port are bound
+    ...
+    await server.stop()                        # drain within settings.grace_period_s
+    """
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.repository = ModelRepository(settings, self.metrics)
+        self.health = HealthServicer()
+        self.grpc_port = 0
+        self.metrics_port = -1
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.preprocess_threads or (os.cpu_count() or 1),
+            thread_name_prefix="preprocess",
+        )
+        self.task = TaskServicer(self.repository, settings, self.metrics, self._executor)
+        self.kserve = KServeServicer(self.repository, self.metrics)
+        self._grpc: grpc.aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{_host(self.settings.grpc_host)}:{self.grpc_port}"
+
+    @property
+    def ready_line(self) -> str:
+        """`convserve serving grpc=HOST:PORT metrics=HOST:PORT` (metrics port -1: disabled)."""
+        metrics = f"{_host(self.settings.metrics_host)}:{self.metrics_port}"
+        return f"convserve serving grpc={self.grpc_address} metrics={metrics}"
+
+    async def start(self) -> Server:
+        """Bind, load the models and report SERVING; raises RepositoryError on a bad repository.
+
+        On failure everything started so far is stopped again.
+        """
+        s = self.settings
+        _check_repository(s)
+        self._loop = asyncio.get_running_loop()
+        # Health says NOT_SERVING (not unknown) for every service while the models load.
+        for service in ("", TASK_SERVICE, KSERVE_SERVICE):
+            await self.health.set(service, NOT_SERVING)
+        self.repository.on_state_change.append(self._on_state_change)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", s.max_message_bytes),
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                # Per connection (HTTP/2); StreamDetectSpeech is also capped server-wide at
+                # the same number, with RESOURCE_EXHAUSTED past it (servicers/task.py).
+                ("grpc.max_concurrent_streams", s.max_concurrent_streams),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        task_pb2_grpc.add_InferenceServicer_to_server(self.task, server)
+        kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.kserve, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (TASK_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        )
+        try:
+            self.grpc_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        except RuntimeError as exc:
+            raise ConvserveError(
+                f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}: {exc}"
+            ) from None
+        self._grpc = server
+        try:
+            await server.start()
+            if s.metrics_port >= 0:
+                try:
+                    self.metrics_port = self.metrics.start_http_server(
+                        s.metrics_host, s.metrics_port
+                    )
+                except OSError as exc:
+                    raise ConvserveError(
+                        f"cannot bind metrics to {s.metrics_host}:{s.metrics_port}: {exc}"
+                    ) from None
+            await self.repository.start()
+            for name, versions in sorted(self.repository.list_models(), key=lambda m: m[0]):
+                for v in versions:
+                    logger.info(
+                        "model %s version %s: %s on %s (requested device %s)%s",
+                        name,
+                        v.version,
+                        _state(v.state),
+                        v.provider or "-",
+                        v.requested_device or "-",
+                        f": {v.reason}" if v.reason else "",
+                    )
+                await self.health.set(name, _model_health(versions))
+            await self._update_overall()
+        except BaseException:
+            await self.stop(0)
+            raise
+        logger.info("gRPC on %s", self.grpc_address)
+        return self
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop (idempotent): NOT_SERVING, refuse new RPCs, finish in-flight ones within
+        `grace` seconds (settings.grace_period_s by default), drain batchers, stop /metrics."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.settings.grace_period_s if grace is None else grace
+        try:
+            self.kserve.shutting_down = True
+            await self.health.enter_graceful_shutdown()
+            if self._grpc is not None:
+                # Health Watch streams never end on their own: they hold the stop for the whole
+                # grace period (probes and load balancers use Check, which is unaffected).
+                logger.info("stopping: finishing in-flight requests (grace %.1fs)", grace)
+                await self._grpc.stop(grace)
+            await self.repository.close(drain=True)
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+        finally:
+            self.metrics.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            logger.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.wait_for_termination()
+
+    # The repository calls this on every state change of a version (from the event loop).
+    def _on_state_change(self, model: ServedModel) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        name = model.name
+
+        def schedule() -> None:
+            # Keep a reference: the loop holds only weak ones to tasks.
+            task = loop.create_task(self._refresh_health(name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        if _in_loop(loop):
+            schedule()
+        else:
+            loop.call_soon_threadsafe(schedule)
+
+    async def _refresh_health(self, name: str) -> None:
+        versions = next((v for n, v in self.repository.list_models() if n == name), [])
+        await self.health.set(name, _model_health(versions))
+        await self._update_overall()
+
+    async def _update_overall(self) -> None:
+        status = SERVING if self.repository.is_ready() and not self._stopping else NOT_SERVING
+        for service in ("", TASK_SERVICE, KSERVE_SERVICE):
+            await self.health.set(service, status)
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; 0 after a clean drain, 2 when start-up fails."""
+    configure_logging(settings.log_level)
+    settings.log_summary(logger)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:  # before loading: a SIGTERM during start-up also stops cleanly
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+    try:
+        server = Server(settings)
+        try:
+            await server.start()
+        except ConvserveError as exc:  # RepositoryError, SettingsError, a bad bind
+            print(f"convserve: cannot start: {exc}", file=sys.stderr, flush=True)
+            return EXIT_STARTUP_FAILED
+        print(server.ready_line, flush=True)
+        await stop.wait()
+        await server.stop()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    if stop.is_set():
+        logger.warning("%s again: already stopping", sig.name)
+    else:
+        logger.info("%s: shutting down", sig.name)
+    stop.set()
+
+
+def _check_repository(s: Settings) -> None:
+    """Fail before binding anything when there is obviously nothing to serve."""
+    repo, hint = s.repository, "(build one with `convserve build-defaults`)"
+    if not repo.is_dir():
+        raise RepositoryError(f"model repository {str(repo)!r} does not exist {hint}")
+    if not any(p.is_dir() and not p.name.startswith(".") for p in repo.iterdir()):
+        raise RepositoryError(f"model repository {str(repo)!r} holds no model folders {hint}")
+
+
+def _model_health(versions: list[Any]) -> int:
+    return int(SERVING if any(v.state == ModelState.READY for v in versions) else NOT_SERVING)
+
+
+def _state(state: Any) -> str:
+    return str(getattr(state, "value", state))
+
+
+def _host(host: str) -> str:
+    """An address a client can dial: the wildcard binds become loopback, IPv6 gets brackets."""
+    if host in ("0.0.0.0", "", "::", "[::]"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

