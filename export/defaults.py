@@ -58,11 +58,11 @@ DEFAULT_MODELS: tuple[DefaultModel, ...] = (
         "fashion-mnist",
         epochs=4,
         lr=3e-3,
-        quick_limit=6000,
+        quick_limit=20000,
         quick_eval_limit=2000,
     ),
     DefaultModel(
-        "speech_cnn", "speech_cnn", "speech", epochs=4, quick_limit=1200, quick_eval_limit=400
+        "speech_cnn", "speech_cnn", "speech", epochs=4, quick_limit=3000, quick_eval_limit=600
     ),
     DefaultModel(
         "resnet_fashion",
@@ -70,11 +70,11 @@ DEFAULT_MODELS: tuple[DefaultModel, ...] = (
         "fashion-mnist",
         epochs=3,
         lr=3e-3,
-        quick_limit=3000,
+        quick_limit=12000,
         quick_eval_limit=2000,
     ),
 )
-QUICK_SPEECH_WINDOWS = (1200, 400)  # a smaller corpus for --quick: builds in seconds
+QUICK_SPEECH_WINDOWS = (3000, 600)  # a smaller corpus for --quick: builds in seconds
 
 
 @dataclass

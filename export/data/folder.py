@@ -140,7 +140,7 @@ class ImageFolderDataset(Dataset[tuple[torch.Tensor, int]]):
             top = round((h - pre.size) / 2.0)
             left = round((w - pre.size) / 2.0)
         crop = arr[top : top + pre.size, left : left + pre.size]
-        return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(crop)).permute(2, 0, 1)  # a writable copy
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.load(index).to(torch.float32) * self.preprocessing.scale

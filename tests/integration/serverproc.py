@@ -19,6 +19,7 @@ READY = re.compile(r"convserve serving grpc=(\S+):(\d+) metrics=(\S+):(-?\d+)")
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[str]
+    pump: threading.Thread
     grpc_target: str
     metrics_url: str
     output: list[str] = field(default_factory=list)
@@ -55,7 +56,8 @@ def start_server(repository: Path, *extra: str, timeout: float = 300.0) -> Serve
                 seen.set()
         seen.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     deadline = time.monotonic() + timeout
     while not seen.wait(0.2):
         if time.monotonic() > deadline:
@@ -67,6 +69,7 @@ def start_server(repository: Path, *extra: str, timeout: float = 300.0) -> Serve
     m = ready[0]
     return ServerProcess(
         proc=proc,
+        pump=reader,
         grpc_target=f"{m.group(1)}:{m.group(2)}",
         metrics_url=f"http://{m.group(3)}:{m.group(4)}/metrics",
         output=lines,
@@ -80,4 +83,9 @@ def stop_server(server: ServerProcess, timeout: float = 60.0) -> int:
         return server.proc.wait(timeout)
     except subprocess.TimeoutExpired:
         server.proc.kill()
+        server.proc.wait(10)
         raise AssertionError("server did not exit after SIGTERM:\n" + server.log()) from None
+    finally:
+        server.pump.join(10)  # the reader thread ends at EOF; then its pipe can be closed
+        if server.proc.stdout is not None:
+            server.proc.stdout.close()

@@ -88,7 +88,8 @@ def test_perf_analyzer_completes_a_run(server: ServerProcess, tmp_path: Path) ->
         capture_output=True, text=True, timeout=240, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = list(csv.DictReader(report.open()))
+    with report.open() as f:
+        rows = list(csv.DictReader(f))
     assert rows, proc.stdout
     assert float(rows[0]["Inferences/Second"]) > 0
     assert "Server:" in proc.stdout  # server-side statistics came from ModelStatistics
