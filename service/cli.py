@@ -4,13 +4,15 @@
 `main(argv)` runs them on their own (`python -m service ...`). Client commands talk to
 --server (default $CONVSERVE_SERVER, else 127.0.0.1:8001). A server error prints one line
 (`convserve: cat.jpg: NOT_FOUND: unknown model 'x'`) and exits 1; `health` exits 0 only when
-the server reports SERVING, for container health checks.
+the server reports SERVING, for container health checks. Client commands speak TLS when given
+--tls-ca (and mutual TLS with --tls-cert/--tls-key as well).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -57,7 +59,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     classify.add_argument("--version", default="", help="model version (default: latest)")
     classify.add_argument("--top-k", type=int, default=5, help="classes to show (default 5)")
     _client_arguments(classify)
-    classify.set_defaults(func=_classify)
+    classify.set_defaults(func=_usage_errors(_classify))
 
     speech = subparsers.add_parser(
         "detect-speech", help="detect speech in audio files with a running server"
@@ -69,11 +71,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--threshold", type=float, default=0.0, help="decision threshold (default: the model's)"
     )
     _client_arguments(speech)
-    speech.set_defaults(func=_detect_speech)
+    speech.set_defaults(func=_usage_errors(_detect_speech))
 
     models = subparsers.add_parser("models", help="list the models of a running server")
     _client_arguments(models)
-    models.set_defaults(func=_models)
+    models.set_defaults(func=_usage_errors(_models))
 
     health = subparsers.add_parser(
         "health", help="exit 0 if the server reports SERVING (container health checks)"
@@ -82,7 +84,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--service", default="", help="a service or model name (default: the whole server)"
     )
     _client_arguments(health, json_flag=False, timeout=5.0)
-    health.set_defaults(func=_health)
+    health.set_defaults(func=_usage_errors(_health))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,11 +211,61 @@ def _client_arguments(
     )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tls = parser.add_argument_group("TLS (plaintext unless one of these is given)")
+    tls.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="CA certificate(s) to verify the server with (default: the system's roots)",
+    )
+    tls.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="PEM", help="client certificate (mutual TLS)"
+    )
+    tls.add_argument(
+        "--tls-key", type=Path, default=None, metavar="PEM", help="client private key (mutual TLS)"
+    )
+    tls.add_argument(
+        "--tls-server-name",
+        default="",
+        metavar="NAME",
+        help="name to expect in the server's certificate (default: the --server host)",
+    )
 
 
 def _client(args: argparse.Namespace) -> ConvserveClient:
     target = args.server or os.environ.get(SERVER_ENV) or DEFAULT_SERVER
-    return ConvserveClient(target, timeout=args.timeout if args.timeout > 0 else None)
+    try:
+        return ConvserveClient(
+            target,
+            timeout=args.timeout if args.timeout > 0 else None,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_server_name=args.tls_server_name,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    except OSError as exc:
+        raise _UsageError(f"{exc.filename}: cannot read: {exc.strerror or exc}") from None
+
+
+class _UsageError(Exception):
+    """A client option that cannot work (an unreadable certificate...): one line, exit 2."""
+
+
+def _usage_errors(handler: Handler) -> Handler:
+    """Wrap a client command so that a _UsageError prints one line and exits 2."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except _UsageError as exc:
+            print(f"convserve: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run
 
 
 def _error(path: Path | None, exc: BaseException) -> None:

@@ -5,6 +5,8 @@
         for c in reply.classes:
             print(c.label, c.score)
 
+    with ConvserveClient("convserve.example:8001", tls_ca=Path("ca.pem")) as client: ...
+
 Methods return the protobuf replies; a failed call raises grpc.RpcError (`.code()`,
 `.details()`), which `describe_error` turns into one line.
 """
@@ -12,8 +14,9 @@ Methods return the protobuf replies; a failed call raises grpc.RpcError (`.code(
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import grpc
 import numpy as np
@@ -28,18 +31,39 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 
 
 class ConvserveClient:
-    """One channel to a convserve server; `timeout` (seconds) applies to every call."""
+    """One channel to a convserve server; `timeout` (seconds) applies to every call.
 
-    def __init__(self, target: str = DEFAULT_SERVER, *, timeout: float | None = 30.0) -> None:
+    TLS: `tls_ca` (PEM file of the CA that signed the server's certificate) turns it on;
+    `tls_cert` and `tls_key` add a client certificate for mutual TLS; `tls_server_name` overrides
+    the name checked against the server's certificate (when dialling an address it does not name).
+    Any TLS option without `tls_ca` uses the system's root certificates.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_SERVER,
+        *,
+        timeout: float | None = 30.0,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_server_name: str = "",
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+        credentials = channel_credentials(tls_ca, tls_cert, tls_key)
+        if tls_server_name:
+            if credentials is None:
+                credentials = grpc.ssl_channel_credentials()
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.InferenceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -150,6 +174,24 @@ class ConvserveClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def channel_credentials(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials for a channel, or None (plaintext) when no file is given.
+
+    Raises ValueError when only one of cert and key is given, OSError when a file is unreadable.
+    """
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs both --tls-cert and --tls-key")
+    if ca is None and cert is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=None if ca is None else ca.read_bytes(),
+        private_key=None if key is None else key.read_bytes(),
+        certificate_chain=None if cert is None else cert.read_bytes(),
+    )
 
 
 def describe_error(exc: grpc.RpcError) -> str:

@@ -32,6 +32,8 @@ DEFAULT_MODEL_FILENAME = "model.onnx"
 AUTOCOMPLETE_MAX_BATCH_SIZE = 32
 TASKS = ("image_classification", "speech_detection", "generic")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
+# How an idle instance treats max_queue_delay (parameter `batch_policy`; see service/batcher.py).
+BATCH_POLICIES = ("delay", "eager")
 
 # Triton TYPE_* → (KServe v2 datatype name, numpy dtype). BF16 has no numpy dtype: not servable.
 _DATATYPES: dict[int, tuple[str, np.dtype[Any]]] = {
@@ -106,6 +108,9 @@ class ModelSpec:
     instance_devices: tuple[str, ...] = ()
     """Per instance: "auto" (use the server's --device), "cpu" (KIND_CPU) or "cuda:N" (gpus)."""
     model_filename: str = DEFAULT_MODEL_FILENAME
+    batch_policy: str = "delay"
+    """"delay" (Triton's rule): a batch waits for max_batch_size rows or max_queue_delay;
+    "eager": an idle instance takes what is queued at once (service/batcher.py)."""
 
     @property
     def batching(self) -> bool:
@@ -270,6 +275,10 @@ def load_spec(model_dir: Path, config: ModelConfig, *, default_max_queue_size: i
     if activation not in ACTIVATIONS:
         raise fail(f"parameter output_activation must be one of {', '.join(ACTIVATIONS)}")
 
+    policy = parameters.get("batch_policy", "delay").strip().lower()
+    if policy not in BATCH_POLICIES:
+        raise fail(f"parameter batch_policy must be one of {', '.join(BATCH_POLICIES)}")
+
     labels = _labels(model_dir, config.output[0], outputs[0], fail)
     devices = _instance_devices(config)
     batching = config.dynamic_batching
@@ -290,6 +299,7 @@ def load_spec(model_dir: Path, config: ModelConfig, *, default_max_queue_size: i
         output_activation=activation,
         instance_devices=devices,
         model_filename=config.default_model_filename or DEFAULT_MODEL_FILENAME,
+        batch_policy=policy,
     )
 
 

@@ -176,6 +176,7 @@ class ModelRepository:
         self._errors: dict[str, str] = {}  # models whose config/versions could not be read
         self._required: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._skipped: set[str] = set()  # symlinks out of the repository, warned about once
         self._started = False
         self._closed = False
 
@@ -304,7 +305,7 @@ class ModelRepository:
             self._required.discard(name)
             versions = self._models.get(name)
             if versions is None:
-                if self._errors.pop(name, None) is None and not self._on_disk(name):
+                if not self._clear_error(name) and not self._on_disk(name):
                     raise ModelNotFoundError(f"model '{name}' not found")
                 return  # not loaded: nothing to do (as Triton)
             await asyncio.gather(*(self._retire(m, drain=True) for m in versions.values()))
@@ -317,16 +318,31 @@ class ModelRepository:
         return self._locks.setdefault(name, asyncio.Lock())
 
     def _scan(self) -> list[str]:
-        """Model directories: visible subdirectories of the repository."""
+        """Model directories: visible subdirectories of the repository.
+
+        A symlink that resolves outside the repository is skipped (with one warning): a model
+        served from there could not be reloaded or unloaded by name (`_check_name` refuses it),
+        and the repository directory is the one place models come from.
+        """
         try:
             entries = sorted(self.root.iterdir())
         except OSError:
             return []
-        return [
-            p.name
-            for p in entries
-            if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__"
-        ]
+        names = []
+        for p in entries:
+            if not p.is_dir() or p.name.startswith(".") or p.name == "__pycache__":
+                continue
+            try:
+                self._check_name(p.name)
+            except InvalidInputError:
+                if p.name not in self._skipped:
+                    self._skipped.add(p.name)
+                    logger.warning(
+                        "skipping %s: it resolves to %s, outside the repository", p, p.resolve()
+                    )
+                continue
+            names.append(p.name)
+        return names
 
     def _on_disk(self, name: str) -> bool:
         try:
@@ -366,6 +382,9 @@ class ModelRepository:
                         del self._models[name]
                         await asyncio.gather(*(self._retire(m, drain=False) for m in old.values()))
                     self._errors[name] = str(exc)
+                    # No version could be read: publish the model as not ready (version "") so
+                    # dashboards and the not-ready alert see it, not only the log.
+                    self.metrics.model_ready.labels(name, "").set(0)
                 if raise_errors:
                     raise
                 return
@@ -375,7 +394,7 @@ class ModelRepository:
             }
             if old is None:  # first load: show LOADING; a reload keeps the old ones visible
                 self._models[name] = new
-                self._errors.pop(name, None)
+                self._clear_error(name)
             for model in new.values():
                 model.set_state(ModelState.LOADING)
             await asyncio.gather(*(self._start_version(m) for m in new.values()))
@@ -388,7 +407,7 @@ class ModelRepository:
                 raise ModelLoadError(_failures(name, failed) + " (previous versions still serve)")
             if old is not None:
                 self._models[name] = new
-                self._errors.pop(name, None)
+                self._clear_error(name)
                 await asyncio.gather(*(self._retire(m, drain=True) for m in old.values()))
             if failed and raise_errors:
                 raise ModelLoadError(_failures(name, failed))
@@ -495,6 +514,14 @@ class ModelRepository:
             with contextlib.suppress(KeyError):
                 self.metrics.requested_device_info.remove(*labels, model.requested_device)
         model.set_state(ModelState.UNAVAILABLE, model.reason or "unloaded")
+
+    def _clear_error(self, name: str) -> bool:
+        """Forget a config failure and its version-less not-ready series; True if there was one."""
+        if self._errors.pop(name, None) is None:
+            return False
+        with contextlib.suppress(KeyError):
+            self.metrics.model_ready.remove(name, "")
+        return True
 
     def _state_changed(self, model: ServedModel) -> None:
         self.metrics.model_ready.labels(model.name, model.version).set(1 if model.ready else 0)

@@ -3,9 +3,13 @@
     start:  check the repository ─▶ bind gRPC (health NOT_SERVING) ─▶ /metrics ─▶ load models
             ─▶ health SERVING (overall and per model) ─▶ print the ready line
     SIGTERM / SIGINT:
-            health NOT_SERVING for every service ─▶ stop accepting RPCs, let in-flight ones finish
-            within grace_period_s ─▶ drain the batchers and close the sessions ─▶ stop /metrics
-            ─▶ exit 0
+            health NOT_SERVING for every service ─▶ new RPCs get UNAVAILABLE, in-flight ones
+            finish (and the batchers run what they queued), within grace_period_s ─▶ stop gRPC
+            ─▶ close the sessions ─▶ stop /metrics ─▶ exit 0
+
+The gRPC port speaks plaintext, TLS (--tls-cert, --tls-key) or mutual TLS (plus
+--tls-client-ca: clients must present a certificate that CA signed); /metrics stays plain HTTP,
+for Prometheus inside the cluster (bind it to a private address with --metrics-host).
 
 The ready line on stdout, `convserve serving grpc=HOST:PORT metrics=HOST:PORT` (metrics port -1
 when disabled), is how scripts and tests learn the ports when they asked for port 0.
@@ -18,7 +22,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Final
 
 import grpc
@@ -34,6 +40,7 @@ from service.errors import ConvserveError, RepositoryError
 from service.metrics import Metrics
 from service.repository import ModelRepository, ModelState, ServedModel
 from service.servicers.kserve import KServeServicer
+from service.servicers.rpc import Admission
 from service.servicers.task import TaskServicer
 from service.settings import Settings
 
@@ -66,8 +73,10 @@ class Server:
             max_workers=settings.preprocess_threads or (os.cpu_count() or 1),
             thread_name_prefix="preprocess",
         )
+        self.admission = Admission()
         self.task = TaskServicer(self.repository, settings, self.metrics, self._executor)
         self.kserve = KServeServicer(self.repository, self.metrics)
+        self.task.admission = self.kserve.admission = self.admission
         self._grpc: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -112,8 +121,13 @@ class Server:
         reflection.enable_server_reflection(
             (TASK_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
+        address = f"{s.grpc_host}:{s.grpc_port}"
+        credentials = server_credentials(s)
         try:
-            self.grpc_port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+            if credentials is None:
+                self.grpc_port = server.add_insecure_port(address)
+            else:
+                self.grpc_port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ConvserveError(
                 f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}: {exc}"
@@ -147,7 +161,7 @@ class Server:
         except BaseException:
             await self.stop(0)
             raise
-        logger.info("gRPC on %s", self.grpc_address)
+        logger.info("gRPC on %s (%s)", self.grpc_address, transport_security(s))
         return self
 
     async def stop(self, grace: float | None = None) -> None:
@@ -158,14 +172,22 @@ class Server:
             return
         self._stopping = True
         grace = self.settings.grace_period_s if grace is None else grace
+        deadline = time.monotonic() + grace
         try:
             self.kserve.shutting_down = True
             await self.health.enter_graceful_shutdown()
             if self._grpc is not None:
-                # Health Watch streams never end on their own: they hold the stop for the whole
-                # grace period (probes and load balancers use Check, which is unaffected).
+                # New calls get UNAVAILABLE while the running ones finish; only then does gRPC
+                # stop, since its own shutdown cancels calls the application has not picked up
+                # (servicers/rpc.py). What is left of the grace period goes to gRPC's stop.
                 logger.info("stopping: finishing in-flight requests (grace %.1fs)", grace)
-                await self._grpc.stop(grace)
+                if not await self.admission.drained(deadline) and self.admission.active:
+                    logger.warning(
+                        "grace period over with %d requests still running", self.admission.active
+                    )
+                # Health Watch streams never end on their own: they hold the stop for the rest of
+                # the grace period (probes and load balancers use Check, which is unaffected).
+                await self._grpc.stop(max(deadline - time.monotonic(), 0.0))
             await self.repository.close(drain=True)
             if self._background:
                 await asyncio.gather(*self._background, return_exceptions=True)
@@ -231,6 +253,47 @@ async def serve(settings: Settings) -> int:
         for sig in signals:
             loop.remove_signal_handler(sig)
     return 0
+
+
+def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from settings (None: plaintext); mutual TLS when tls_client_ca is set.
+
+    The files are read once, here: replacing a certificate takes a restart (a rolling one, in
+    Kubernetes). Raises ConvserveError naming the file when one cannot be read or is not PEM.
+    """
+    if s.tls_cert is None or s.tls_key is None:
+        return None
+    cert = _read_pem(s.tls_cert, "tls-cert", b"CERTIFICATE")
+    key = _read_pem(s.tls_key, "tls-key", b"PRIVATE KEY")
+    client_ca = (
+        None
+        if s.tls_client_ca is None
+        else _read_pem(s.tls_client_ca, "tls-client-ca", b"CERTIFICATE")
+    )
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def transport_security(s: Settings) -> str:
+    if s.tls_cert is None:
+        return "plaintext"
+    return "mutual TLS" if s.tls_client_ca is not None else "TLS"
+
+
+def _read_pem(path: Path, flag: str, marker: bytes) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConvserveError(
+            f"--{flag} {str(path)!r}: cannot read it: {exc.strerror or exc}"
+        ) from None
+    # grpc only parses the PEM at the first handshake, where a bad file would surface as every
+    # client failing to connect; a missing marker is the common mistake (a DER file, a swapped
+    # cert and key), so catch it here.
+    if b"-----BEGIN " not in data or marker not in data:
+        raise ConvserveError(f"--{flag} {str(path)!r}: not a PEM file with a {marker.decode()}")
+    return data
 
 
 def configure_logging(level: str) -> None:

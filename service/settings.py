@@ -2,7 +2,9 @@
 
 Every field can be set by a command-line flag (`--grpc-port`) or an environment variable
 (`CONVSERVE_GRPC_PORT`); a flag beats the variable, the variable beats the default. The docstring
-under each field is its documentation and becomes the flag's help text.
+under each field is its documentation and becomes the flag's help text. Fields declared with
+`_limit(...)` bound what one client can make the server do; `limits()` lists them, and
+docs/limits.md is checked against that list by a test.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from service.errors import SettingsError
 
 ENV_PREFIX = "CONVSERVE_"
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_LIMIT = "limit"
+
+
+def _limit(default: Any) -> Any:
+    """A field that bounds a client's demands (listed by `limits()` and in docs/limits.md)."""
+    return dataclasses.field(default=default, metadata={_LIMIT: True})
 
 
 @dataclass(frozen=True)
@@ -55,26 +64,38 @@ class Settings:
     default_speech_model: str = "speech_cnn"
     """Model that DetectSpeech uses when a request names none."""
 
-    max_message_bytes: int = 64 * 1024 * 1024
-    """Largest gRPC message accepted or sent, in bytes."""
+    max_message_bytes: int = _limit(64 * 1024 * 1024)
+    """Largest gRPC message accepted or sent, in bytes (RESOURCE_EXHAUSTED past it)."""
 
-    max_image_pixels: int = 40_000_000
-    """Largest decoded image accepted, in pixels (guards against decompression bombs)."""
+    max_image_pixels: int = _limit(40_000_000)
+    """Largest decoded image accepted, in pixels, checked from the header before decoding
+    (guards against decompression bombs; INVALID_ARGUMENT past it)."""
 
-    max_image_bytes: int = 32 * 1024 * 1024
-    """Largest encoded image accepted, in bytes."""
+    max_image_bytes: int = _limit(32 * 1024 * 1024)
+    """Largest encoded image accepted, in bytes (INVALID_ARGUMENT past it)."""
 
-    max_audio_seconds: float = 600.0
-    """Longest audio clip accepted, in seconds."""
+    max_audio_seconds: float = _limit(600.0)
+    """Longest audio clip accepted by DetectSpeech, in seconds (INVALID_ARGUMENT past it)."""
 
-    max_queue_size: int = 1024
+    max_queue_size: int = _limit(1024)
     """Requests queued per model version before RESOURCE_EXHAUSTED, when config.pbtxt sets none."""
 
-    max_concurrent_streams: int = 256
-    """Concurrent gRPC streams (RPCs) per connection."""
+    max_concurrent_streams: int = _limit(256)
+    """Concurrent gRPC streams (RPCs) per connection; also the server-wide cap on open
+    StreamDetectSpeech calls (RESOURCE_EXHAUSTED past it)."""
 
-    grace_period_s: float = 30.0
+    grace_period_s: float = _limit(30.0)
     """Seconds in-flight requests get to finish after SIGTERM before the server stops."""
+
+    tls_cert: Path | None = None
+    """Server certificate chain (PEM file) for gRPC over TLS; needs tls-key. Unset: plaintext."""
+
+    tls_key: Path | None = None
+    """Private key (PEM file) of tls-cert."""
+
+    tls_client_ca: Path | None = None
+    """CA certificates (PEM file) for mutual TLS: when set, every client must present a
+    certificate signed by one of them. Needs tls-cert and tls-key."""
 
     preprocess_threads: int = 0
     """Threads decoding images and audio; 0 = one per CPU core."""
@@ -132,6 +153,8 @@ class Settings:
             default = field.default
             if isinstance(default, tuple):
                 default = ",".join(default) or "(all)"
+            elif default is None:
+                default = "(unset)"
             help_text = (
                 f"{docs.get(field.name, '')} "
                 f"[env {_env_name(field.name)}; default {default}]".strip()
@@ -144,10 +167,43 @@ class Settings:
                 help=help_text,
             )
 
+    @staticmethod
+    def limits() -> list[SettingInfo]:
+        """The fields declared with `_limit`, in declaration order (docs/limits.md lists them)."""
+        return [info for info in Settings.describe() if info.limit]
+
+    @staticmethod
+    def describe() -> list[SettingInfo]:
+        """Every field with its flag, environment variable, default and documentation."""
+        docs = _field_docs()
+        return [
+            SettingInfo(
+                name=f.name,
+                flag=f"--{_flag(f.name)}",
+                env=_env_name(f.name),
+                default=f.default,
+                doc=docs.get(f.name, ""),
+                limit=bool(f.metadata.get(_LIMIT)),
+            )
+            for f in dataclasses.fields(Settings)
+        ]
+
     def log_summary(self, logger: logging.Logger) -> None:
         """Log every setting on one line, so a deployment's effective config is in its log."""
         pairs = (f"{f.name}={getattr(self, f.name)!s}" for f in dataclasses.fields(self))
         logger.info("settings: %s", " ".join(pairs))
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One Settings field as documentation sees it (Settings.describe)."""
+
+    name: str
+    flag: str
+    env: str
+    default: object
+    doc: str
+    limit: bool
 
 
 def _flag(name: str) -> str:
@@ -194,6 +250,12 @@ def _to_path(raw: object) -> Path:
     return Path(_to_str(raw))
 
 
+def _to_optional_path(raw: object) -> Path | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _to_path(raw)
+
+
 def _to_names(raw: object) -> tuple[str, ...]:
     if isinstance(raw, str):
         items: list[object] = list(raw.split(","))
@@ -210,6 +272,7 @@ _BY_TYPE: dict[object, Callable[[object], object]] = {
     float: _to_float,
     str: _to_str,
     Path: _to_path,
+    Path | None: _to_optional_path,
     tuple[str, ...]: _to_names,
 }
 
@@ -272,6 +335,16 @@ def _validate(s: Settings) -> None:
     check(s.preprocess_threads >= 0, "preprocess_threads", "zero (auto) or more")
     check(s.intra_op_threads >= 0, "intra_op_threads", "zero (auto) or more")
     check(s.log_level.upper() in _LOG_LEVELS, "log_level", "one of " + ", ".join(_LOG_LEVELS))
+    check(
+        (s.tls_cert is None) == (s.tls_key is None),
+        "tls_key" if s.tls_cert is not None else "tls_cert",
+        "set together with " + ("tls-cert" if s.tls_cert is not None else "tls-key"),
+    )
+    check(
+        s.tls_client_ca is None or s.tls_cert is not None,
+        "tls_client_ca",
+        "used with tls-cert and tls-key (mutual TLS needs TLS)",
+    )
     bad_names = [n for n in s.load_models if "/" in n or "\\" in n or n in (".", "..")]
     check(not bad_names, "load_models", "plain model directory names")
     if problems:

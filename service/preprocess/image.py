@@ -56,6 +56,15 @@ _ACCEPTED: Final = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 # What Pillow raises on malformed files. Anything else (KeyError, TypeError...) is more likely our
 # bug than the client's, so it is left to become INTERNAL with a logged traceback.
 _DECODE_ERRORS: Final = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+_SIGNATURES: Final = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
 _TRANSPOSED: Final = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
@@ -181,8 +190,12 @@ def decode_image(
             )
             pixels = np.asarray(resized)
     except UnidentifiedImageError:
+        # Pillow also says "cannot identify" when a parser recognised the file but found it
+        # broken (a bad checksum in a PNG header, say); the signature tells the two apart.
+        looks = _signature(data)
+        what = f"starts like a {looks} but is corrupt" if looks else f"not a {_ACCEPTED}"
         raise InvalidInputError(
-            f"cannot decode image: not a {_ACCEPTED} (got {len(data)} bytes starting {data[:12]!r})"
+            f"cannot decode image: {what} (got {len(data)} bytes starting {data[:12]!r})"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # Pillow's own guard fired inside Image.open, before we could see the size.
@@ -221,6 +234,16 @@ def check_raw_tensor(arr: npt.NDArray[np.generic], dims: Sequence[int]) -> npt.N
     if not np.isfinite(arr).all():
         raise InvalidInputError("raw tensor contains NaN or infinite values")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _signature(data: bytes) -> str | None:
+    """The accepted format whose file signature `data` starts with, if any."""
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WebP"
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    return None
 
 
 def _check_pixels(size: tuple[int, int], limits: ImageLimits) -> None:

@@ -29,7 +29,7 @@ from service.errors import (
 from service.metrics import Metrics, package_version
 from service.repository import ModelRepository, ModelState, ServedModel
 from service.servicers import converters, postprocess
-from service.servicers.rpc import Context, deadline_of, rpc, set_model, translate
+from service.servicers.rpc import Admission, Context, deadline_of, rpc, set_model, translate
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, repository: ModelRepository, metrics: Metrics | None) -> None:
         self.metrics = metrics
+        self.admission: Admission | None = None  # set by the server (graceful shutdown)
         self.shutting_down = False
         """Set by the server on SIGTERM: ServerReady then answers false."""
         self._repo = repository
@@ -328,6 +329,11 @@ def _inputs(request: pb.ModelInferRequest, spec: ModelSpec) -> dict[str, npt.NDA
         if spec.batching:
             batch_sizes[tensor.name] = shape[0]
         if raw:
+            if tensor.HasField("contents") and tensor.contents.ByteSize():
+                # The KServe v2 spec forbids both; silently picking one would hide a client bug.
+                raise InvalidInputError(
+                    f"input {tensor.name!r}: both contents and raw_input_contents are set; send one"
+                )
             arrays[tensor.name] = converters.from_raw(tensor.name, t.datatype, shape, raw[i])
         else:
             arrays[tensor.name] = converters.from_contents(
@@ -345,6 +351,17 @@ def _inputs(request: pb.ModelInferRequest, spec: ModelSpec) -> dict[str, npt.NDA
 
 def _check_shape(spec: ModelSpec, t: TensorSpec, shape: tuple[int, ...]) -> None:
     wanted = [-1, *t.dims] if spec.batching else list(t.dims)
+    if any(d < 0 for d in shape):
+        # -1 appears in metadata shapes; a request must say how big its tensor is.
+        raise InvalidInputError(
+            f"input {t.name!r}: shape {list(shape)} has a negative dimension; send the actual "
+            f"sizes (model shape {wanted}, -1 = any size)"
+        )
+    if spec.batching and shape and shape[0] == 0:
+        raise InvalidInputError(
+            f"input {t.name!r}: batch size 0; send 1 to {spec.max_batch_size} rows "
+            f"(shape {wanted}, the first axis is the batch)"
+        )
     if spec.batching:
         ok = len(shape) == len(t.dims) + 1 and shape[0] >= 1 and t.matches(shape[1:])
     else:

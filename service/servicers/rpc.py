@@ -13,6 +13,14 @@ For each call it
   * lets cancellation (client went away, deadline passed) propagate, so that whatever the handler
     awaits (a queued inference) is cancelled too, and records it as CANCELLED or DEADLINE_EXCEEDED.
 
+Graceful shutdown: a servicer with an `admission` attribute (an `Admission`, shared by every
+servicer of a server) has its calls counted there; once the server closes admission, new calls
+are refused with UNAVAILABLE ("server is shutting down") before their handler runs, while the ones
+already running finish. The server waits for that (`Admission.drained`) before stopping gRPC itself,
+because gRPC's own shutdown *cancels* the calls that reached the server but were not yet picked up
+by the application; refusing them first gives those clients a clean, retryable UNAVAILABLE.
+ServerLive and ServerReady are always answered (ready turns false), for probes.
+
 The model label starts empty and is set by the handler with `set_model(name)` once the request's
 model has been resolved, so unknown names a client sends never become label values.
 
@@ -35,7 +43,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from service.errors import to_status
+from service.errors import ServerShuttingDownError, to_status
 from service.metrics import Metrics
 
 logger = logging.getLogger("service.rpc")
@@ -53,6 +61,7 @@ class _Call:
         self.method = method
         self.model = ""
         self.finished = False
+        self.admission: Admission | None = None
         self.start = time.perf_counter()
         if metrics is not None:
             metrics.inflight_requests.labels(model="").inc()
@@ -67,8 +76,16 @@ class _Call:
             self.metrics.inflight_requests.labels(model=name).inc()
         self.model = name
 
+    def admit(self, admission: Admission | None) -> None:
+        """Count the call in `admission` (ServerShuttingDownError when it is closing)."""
+        if admission is not None and admission.enter(self.method):
+            self.admission = admission
+
     def finish(self, status: str) -> None:
         self.finished = True
+        if self.admission is not None:
+            self.admission.leave()
+            self.admission = None
         if self.metrics is None:
             return
         m = self.metrics
@@ -78,6 +95,44 @@ class _Call:
         m.request_duration_seconds.labels(
             model=self.model, method=self.method, status=status
         ).observe(elapsed)
+
+
+class Admission:
+    """RPCs in flight, and whether new ones are still admitted (see the module docstring)."""
+
+    # Probes keep getting answers while the server drains (ServerReady says false).
+    ALWAYS_ANSWERED = frozenset({"ServerLive", "ServerReady"})
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.closing = False
+        self.last_arrival = time.monotonic()
+
+    def enter(self, method: str) -> bool:
+        """Count a call in; False for one that is not counted (a probe). Raises
+        ServerShuttingDownError once closing."""
+        if method in self.ALWAYS_ANSWERED:
+            return False
+        self.last_arrival = time.monotonic()
+        if self.closing:
+            raise ServerShuttingDownError("server is shutting down; retry on another replica")
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+    async def drained(self, deadline: float, *, quiet: float = 0.2, poll: float = 0.02) -> bool:
+        """Close admission; wait until no call is running and none has arrived for `quiet`
+        seconds (the clients have noticed), or until `deadline` (monotonic). True if drained."""
+        self.closing = True
+        while True:
+            now = time.monotonic()
+            if self.active == 0 and now - self.last_arrival >= quiet:
+                return True
+            if now >= deadline:
+                return False
+            await asyncio.sleep(min(poll, max(deadline - now, 0.0)))
 
 
 _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
@@ -107,6 +162,7 @@ def rpc(handler: Handler) -> Handler:
             call = _begin(self, method)
             status = "OK"
             try:
+                call.admit(getattr(self, "admission", None))
                 async for response in handler(self, request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -131,6 +187,7 @@ def rpc(handler: Handler) -> Handler:
             call = _begin(self, method)
             status = "OK"
             try:
+                call.admit(getattr(self, "admission", None))
                 return await handler(self, request, context)
             except grpc.aio.AbortError:
                 status = _code_name(context.code())

@@ -38,7 +38,7 @@ from service.preprocess.image import ImageLimits, ImageSpec, check_raw_tensor, d
 from service.repository import ModelRepository, ServedModel
 from service.servicers import postprocess
 from service.servicers.converters import task_tensor
-from service.servicers.rpc import Context, deadline_of, rpc, set_model
+from service.servicers.rpc import Admission, Context, deadline_of, rpc, set_model
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class TaskServicer(pb_grpc.InferenceServicer):
         executor: Executor,
     ) -> None:
         self.metrics = metrics
+        self.admission: Admission | None = None  # set by the server (graceful shutdown)
         self._repo = repository
         self._settings = settings
         self._executor = executor
@@ -115,6 +116,7 @@ class TaskServicer(pb_grpc.InferenceServicer):
         if bool(request.audio) == has_samples:
             raise InvalidInputError("send exactly one of audio (encoded bytes) and samples")
         served = self._resolve(request.model, request.version, SPEECH)
+        threshold = _request_threshold(request.threshold, served.spec)
         audio_spec = self._audio_spec(served)
         # Off the loop: a long clip's samples field alone is millions of floats to convert.
         x, windows, starts = await self._preprocess(
@@ -129,7 +131,6 @@ class TaskServicer(pb_grpc.InferenceServicer):
         ends = np.minimum(starts + audio_spec.window_samples, len(x))
         probabilities = await self._speech(served, windows, deadline_of(context))
         results = postprocess.window_results(starts, ends, probabilities, audio_spec.sample_rate)
-        threshold = request.threshold or _threshold(served.spec)
         best = max(r.probability for r in results)
         return pb.DetectSpeechResponse(
             speech_probability=best,
@@ -271,7 +272,7 @@ class TaskServicer(pb_grpc.InferenceServicer):
     def _open_stream(self, first: pb.StreamDetectSpeechRequest) -> _SpeechStream:
         served = self._resolve(first.model, first.version, SPEECH)
         audio_spec = self._audio_spec(served)
-        threshold = first.threshold or _threshold(served.spec)
+        threshold = _request_threshold(first.threshold, served.spec)
         return _SpeechStream(
             served, audio_spec, first.sample_rate or audio_spec.sample_rate, threshold
         )
@@ -401,6 +402,18 @@ def _window_shape(spec: ModelSpec, window: int) -> tuple[int, ...]:
             f"model {spec.name!r}: input dims {list(dims)} do not hold one {window}-sample window"
         )
     return shape
+
+
+def _request_threshold(requested: float, spec: ModelSpec) -> float:
+    """A request's decision threshold (0: the model's own), refusing ones no probability meets."""
+    if requested == 0:
+        return _threshold(spec)
+    if not 0 < requested <= 1:  # NaN fails this too
+        raise InvalidInputError(
+            f"threshold must be in (0, 1], or 0 for the model's default "
+            f"({_threshold(spec):g}); got {requested:g}"
+        )
+    return requested
 
 
 def _threshold(spec: ModelSpec) -> float:

@@ -1,6 +1,7 @@
 """Tiny ONNX models and model directories for the service tests (built with onnx.helper, no torch).
 
 - `linear`: input [N,1,4,4] → Flatten → MatMul → Add → logits [N,3] (random weights).
+- `speech`: audio [N,W] → mean |x| → logits [N,2] = (2 - 40·m, 40·m - 2): loud windows are speech.
 - `echo`: x [N,2] → y [N,2] where y[:,0] = x[:,0] (an id echoed back) and y[:,1] = table[x[:,1]]
   via Gather: column 1 must be in [-10, 9] (random warm-up data always is), a value such as 100
   makes ONNX Runtime fail the whole run ("indices element out of data bounds"). So one model
@@ -67,6 +68,24 @@ def echo(width: int = 2) -> onnx.ModelProto:
     return _model(graph)
 
 
+def speech(window: int = 1600) -> onnx.ModelProto:
+    scale = np.array([[-40.0, 40.0]], dtype=np.float32)
+    bias = np.array([2.0, -2.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Abs", ["audio"], ["magnitude"]),
+            helper.make_node("ReduceMean", ["magnitude"], ["level"], axes=[1], keepdims=1),
+            helper.make_node("Mul", ["level", "scale"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+        ],
+        "speech",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", window])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(bias, "bias")],
+    )
+    return _model(graph)
+
+
 def fixed_batch() -> onnx.ModelProto:
     """x [1,2] → y [1,2] (Identity): a model without a dynamic batch axis."""
     graph = helper.make_graph(
@@ -107,6 +126,28 @@ instance_group [ {{ count: {instances} kind: {instance_kind} }} ]
 parameters {{ key: "task" value: {{ string_value: "generic" }} }}
 """
 
+SPEECH_CONFIG = """
+name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch_size}
+input [ {{ name: "audio" data_type: TYPE_FP32 dims: [ 1600 ] }} ]
+output [ {{ name: "logits" data_type: TYPE_FP32 dims: [ 2 ] label_filename: "labels.txt" }} ]
+dynamic_batching {{
+  max_queue_delay_microseconds: {delay_us}
+  default_queue_policy {{ max_queue_size: {queue} }}
+}}
+instance_group [ {{ count: {instances} kind: {instance_kind} }} ]
+parameters {{ key: "task" value: {{ string_value: "speech_detection" }} }}
+parameters {{ key: "sample_rate" value: {{ string_value: "16000" }} }}
+parameters {{ key: "window_samples" value: {{ string_value: "1600" }} }}
+parameters {{ key: "hop_samples" value: {{ string_value: "800" }} }}
+"""
+_KINDS = {  # kind -> (config template, builder, labels)
+    "linear": (LINEAR_CONFIG, linear, "cat\ndog\nbird\n"),
+    "echo": (ECHO_CONFIG, echo, "cat\ndog\nbird\n"),
+    "speech": (SPEECH_CONFIG, speech, "no_speech\nspeech\n"),
+}
+
 
 def write_model(
     root: Path,
@@ -124,14 +165,14 @@ def write_model(
     """Write <root>/<name>/{config.pbtxt, labels.txt, <v>/model.onnx}; return the model dir."""
     model_dir = root / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    template = LINEAR_CONFIG if kind == "linear" else ECHO_CONFIG
+    template, build, labels = _KINDS[kind]
     fields = dict(
         name=name, max_batch_size=max_batch_size, delay_us=delay_us, queue=queue,
         instances=instances, instance_kind=instance_kind,
     )  # fmt: skip
     (model_dir / "config.pbtxt").write_text(template.format(**fields) + extra_config)
-    (model_dir / "labels.txt").write_text("cat\ndog\nbird\n")
-    model = linear() if kind == "linear" else echo()
+    (model_dir / "labels.txt").write_text(labels)
+    model = build()
     for version in versions:
         (model_dir / str(version)).mkdir(exist_ok=True)
         onnx.save(model, model_dir / str(version) / "model.onnx")

@@ -387,31 +387,64 @@ async def test_submit_before_start_and_after_stop(models: Models) -> None:
         await batcher.submit({"x": rows(1)})
 
 
-# -- property: random arrivals, sizes, deadlines and cancels ------------------------------------
+# -- property: random arrivals, sizes, deadlines, cancels, failures, queue bounds and stops -------
+#
+# Any interleaving of these must leave every request with exactly one outcome, and an OK outcome
+# must carry that request's own rows, in order, computed exactly once. Every other outcome must
+# be explained by the plan: a deadline that passed, a cancel, a failing row in the same batch, a
+# queue at its bound, or a stop. The runtime is the real ONNX Runtime echo model (ids in column
+# 0 come back; a FAIL in column 1 makes the whole run fail), wrapped to record every batch.
 
 request_plan = st.tuples(
     st.integers(0, 4),  # arrival, ms after start
-    st.integers(1, 5),  # rows
+    st.integers(1, 5),  # rows (clamped to max_batch_size)
     st.one_of(st.none(), st.integers(0, 6)),  # deadline, ms after arrival
     st.one_of(st.none(), st.integers(0, 6)),  # cancel, ms after arrival
+    st.integers(0, 7).map(lambda v: v == 0),  # carries a failing row (1 in 8)
 )
+Plan = tuple[int, int, "int | None", "int | None", bool]
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(plan=st.lists(request_plan, min_size=1, max_size=24), instances=st.integers(1, 2))
+@given(
+    plan=st.lists(request_plan, min_size=1, max_size=24),
+    instances=st.integers(1, 2),
+    max_batch_size=st.integers(1, 8),
+    queue_size=st.one_of(st.just(1000), st.integers(1, 6)),
+    stop=st.one_of(st.none(), st.tuples(st.integers(0, 8), st.booleans())),  # (ms, drain)
+)
 def test_every_request_is_answered_once_with_its_own_rows(
-    models: Models, plan: list[tuple[int, int, int | None, int | None]], instances: int
+    models: Models,
+    plan: list[Plan],
+    instances: int,
+    max_batch_size: int,
+    queue_size: int,
+    stop: tuple[int, bool] | None,
 ) -> None:
     spec, runtime = models["echo"]
-    spec = dataclasses.replace(spec, max_queue_delay_s=0.002, max_queue_size=1000)
-    seen: list[float] = []
+    spec = dataclasses.replace(
+        spec,
+        max_queue_delay_s=0.002,
+        max_queue_size=queue_size,
+        max_batch_size=max_batch_size,
+        buckets=(max_batch_size,),
+    )
+    batches: list[tuple[list[float], bool]] = []  # (ids, failed) per run, in any instance
+    lock = threading.Lock()
 
     class Recording:
         def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            seen.extend(inputs["x"][:, 0].tolist())
+            x = inputs["x"]
+            assert len(x) <= max_batch_size
+            bad = bool((x[:, 1] == onnx_builders.FAIL).any())
+            with lock:
+                batches.append((x[:, 0].tolist(), bad))
             return runtime.run(inputs)
+
+    def ids_of(i: int, n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.float32) + 100 * i  # unique per row, exact in float32
 
     async def scenario() -> list[tuple[str, object]]:
         loop_errors: list[dict] = []
@@ -420,11 +453,15 @@ def test_every_request_is_answered_once_with_its_own_rows(
         await batcher.start()
         outcomes: list[list[tuple[str, object]]] = [[] for _ in plan]
 
-        async def client(i: int, arrival: int, n: int, dl: int | None, cancel: int | None):
+        async def client(i: int, arrival: int, n: int, dl: int | None, cancel: int | None, bad):
             await asyncio.sleep(arrival / 1000)
-            ids = np.arange(n, dtype=np.float32) + 100 * i  # unique per row, exact in float32
+            n = min(n, max_batch_size)
+            x = rows(*ids_of(i, n))
+            x[:, 1] = i % 10
+            if bad:
+                x[-1, 1] = onnx_builders.FAIL
             deadline = None if dl is None else time.monotonic() + dl / 1000
-            task = asyncio.create_task(batcher.submit({"x": rows(*ids)}, deadline=deadline))
+            task = asyncio.create_task(batcher.submit({"x": x}, deadline=deadline))
             if cancel is not None:
                 await asyncio.sleep(cancel / 1000)
                 task.cancel()
@@ -434,8 +471,19 @@ def test_every_request_is_answered_once_with_its_own_rows(
                 outcomes[i].append(("cancelled", None))
             except DeadlineExceededError:
                 outcomes[i].append(("deadline", None))
+            except QueueFullError:
+                outcomes[i].append(("queue full", None))
+            except InferenceError:
+                outcomes[i].append(("failed", None))
+            except ModelNotReadyError:
+                outcomes[i].append(("not ready", None))
 
-        await asyncio.gather(*(client(i, *p) for i, p in enumerate(plan)))
+        async def stopper() -> None:
+            if stop is not None:
+                await asyncio.sleep(stop[0] / 1000)
+                await batcher.stop(drain=stop[1])
+
+        await asyncio.gather(stopper(), *(client(i, *p) for i, p in enumerate(plan)))
         await batcher.stop()
         assert batcher.queue_depth == 0
         gc.collect()  # surface "exception was never retrieved" while the handler is installed
@@ -445,16 +493,30 @@ def test_every_request_is_answered_once_with_its_own_rows(
 
     results = asyncio.run(asyncio.wait_for(scenario(), 30))
     event("outcomes: " + ", ".join(sorted({kind for kind, _ in results})))  # coverage, in stats
-    for i, ((_arrival, n, dl, cancel), (kind, value)) in enumerate(zip(plan, results, strict=True)):
-        ids = np.arange(n, dtype=np.float32) + 100 * i
+    computed = [ident for ids, _ in batches for ident in ids]
+    assert len(computed) == len(set(computed)), "a row was computed twice"
+    failed_ids = {ident for ids, bad in batches if bad for ident in ids}
+    for i, ((_arrival, n, dl, cancel, bad), (kind, value)) in enumerate(
+        zip(plan, results, strict=True)
+    ):
+        ids = ids_of(i, min(n, max_batch_size))
+        ran = set(ids.tolist()) & set(computed)
+        assert not ran or ran == set(ids.tolist()), "a request split across batches"
         if kind == "ok":
             y = value["y"]  # type: ignore[index]
             np.testing.assert_array_equal(y[:, 0], ids)  # its own rows, in order
-            np.testing.assert_array_equal(y[:, 1], onnx_builders.ECHO_TABLE[0])
+            np.testing.assert_array_equal(y[:, 1], onnx_builders.ECHO_TABLE[i % 10])
+            assert ran and not bad and not ran & failed_ids
+        elif kind == "failed":
+            assert ran and ran <= failed_ids  # it ran in a batch with a failing row
         elif kind == "deadline":
-            assert dl is not None
-            assert not set(ids.tolist()) & set(seen)  # dropped without running
+            assert dl is not None and not ran  # dropped without running
+        elif kind == "cancelled":
+            assert cancel is not None
+        elif kind == "queue full":
+            assert queue_size < len(plan) and not ran
         else:
-            assert kind == "cancelled" and cancel is not None
-        if dl is None and cancel is None:
-            assert kind == "ok"
+            assert kind == "not ready" and stop is not None and not ran
+        if dl is None and cancel is None and stop is None and queue_size >= len(plan):
+            assert kind in ("ok", "failed")
+            assert kind == "ok" or ran & failed_ids
