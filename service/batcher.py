@@ -455,12 +455,22 @@ class DynamicBatcher:
     ) -> np.ndarray:
         parts = [r.inputs[name] for r in batch]
         first = parts[0]
-        buffers = self._buffers[index].setdefault(size, {})
+        # One buffer per input, sized for the largest batch, used through a leading slice (still
+        # C-contiguous, so ONNX Runtime reads it without a copy): one buffer per batch size seen
+        # would hold up to max_batch_size buffers per input (over 1 GB for a 224-px model).
+        buffers = self._buffers[index].setdefault(0, {})
+        capacity = max(size, self.spec.max_batch_size, *self.spec.buckets)
         buffer = buffers.get(name)
-        if buffer is None or buffer.shape[1:] != first.shape[1:] or buffer.dtype != first.dtype:
-            buffer = np.empty((size, *first.shape[1:]), dtype=first.dtype)
+        if (
+            buffer is None
+            or len(buffer) < size
+            or buffer.shape[1:] != first.shape[1:]
+            or buffer.dtype != first.dtype
+        ):
+            buffer = np.empty((capacity, *first.shape[1:]), dtype=first.dtype)
             if not self._variable:  # variable shapes would keep reallocating: don't cache
                 buffers[name] = buffer
+        buffer = buffer[:size]
         offset = 0
         for part in parts:
             buffer[offset : offset + len(part)] = part
