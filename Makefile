@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REPO ?= model_repository
 
-.PHONY: serve test setup setup-test models protos lint typecheck pytest clean
+.PHONY: serve test setup setup-test models protos lint typecheck pytest clean bench bench-quick
 
 serve: setup
 	$(PY) -m convserve build-defaults --repository $(REPO)
@@ -39,3 +39,9 @@ pytest:
 
 clean:
 	rm -rf service/_proto/inference service/_proto/convserve .mypy_cache .ruff_cache .pytest_cache
+
+bench-quick: setup-test
+	$(PY) benchmarks/run.py --quick
+
+bench: setup-test
+	$(PY) benchmarks/run.py --full

@@ -1,0 +1,262 @@
+"""What every benchmark script shares: paths, percentiles, server processes, load snapshots.
+
+Benchmarks are scripts, not part of the served package: they may import `service` (the generated
+KServe stubs, the config parser, OrtRuntime) but never `tritonclient` in the same process (its
+generated protos and ours would register the same names in one descriptor pool).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+BENCH_DIR = ROOT / "benchmarks"
+RESULTS_DIR = BENCH_DIR / "results"
+CACHE = ROOT / ".cache"
+BENCH_REPO = CACHE / "bench-repo"
+INPUTS_DIR = CACHE / "bench-inputs"
+VENVS = CACHE / "bench-venvs"
+TOOLS = CACHE / "tools"
+PERF_ANALYZER = TOOLS / "bin" / "perf_analyzer"
+APP_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+KSERVE_INFER = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+def percentiles(latencies_s: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """p50/p90/p99 (and mean, max) in milliseconds; NaN when there is nothing to summarise."""
+    arr = np.asarray(latencies_s, dtype=np.float64) * 1e3
+    if arr.size == 0:
+        nan = float("nan")
+        return {"p50_ms": nan, "p90_ms": nan, "p99_ms": nan, "mean_ms": nan, "max_ms": nan}
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": float(arr.mean()),
+        "max_ms": float(arr.max()),
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _proc_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, command name, CPU ticks used so far), from /proc."""
+    table: dict[int, tuple[int, str, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), comm, int(fields[11]) + int(fields[12]))
+    return table
+
+
+class CpuWatch:
+    """How much CPU the rest of the machine used between two samples.
+
+    Processes outside this one's tree (not the benchmark, its servers or its clients) are
+    "others": their CPU-seconds per second is the number of cores the benchmark did not have.
+    """
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._last = (time.monotonic(), _proc_table())
+
+    def sample(self) -> dict[str, Any]:
+        now, table = time.monotonic(), _proc_table()
+        then, before = self._last
+        self._last = (now, table)
+        me = os.getpid()
+
+        def ours(pid: int) -> bool:
+            for _ in range(64):
+                if pid == me:
+                    return True
+                if pid not in table or pid <= 1:
+                    return False
+                pid = table[pid][0]
+            return False
+
+        elapsed = max(now - then, 1e-6)
+        others: dict[str, float] = {}
+        for pid, (_, comm, ticks) in table.items():
+            if ours(pid) or pid not in before:
+                continue
+            used = (ticks - before[pid][2]) / self._tick / elapsed
+            if used > 0:
+                others[comm] = others.get(comm, 0.0) + used
+        top = sorted(others.items(), key=lambda kv: -kv[1])[:4]
+        return {
+            "others_cores": round(sum(others.values()), 2),
+            "others_top": [f"{name} {cores:.2f}" for name, cores in top if cores >= 0.05],
+            "loadavg_1m": os.getloadavg()[0],
+            "interval_s": round(elapsed, 1),
+        }
+
+
+@dataclass
+class ServerProc:
+    """A server subprocess with its output kept (tail shown on failure)."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def tail(self, n: int = 30) -> str:
+        return "".join(self.lines[-n:])
+
+
+def start_server(
+    name: str,
+    cmd: Sequence[str],
+    *,
+    port: int,
+    ready: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300.0,
+    cwd: Path = ROOT,
+) -> ServerProc:
+    """Start `cmd`; ready when a line matches `ready` (a regex), else when `port` accepts.
+
+    A regex group named `port` in `ready` overrides `port` (servers started on port 0).
+    """
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # SIGTERM the whole group: PyTriton and MLServer fork helpers
+    )
+    server = ServerProc(name, proc, port)
+    pattern = re.compile(ready) if ready else None
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            server.lines.append(line)
+            if len(server.lines) > 2000:
+                del server.lines[:1000]
+            m = pattern.search(line) if pattern else None
+            if m:
+                if "port" in m.groupdict():
+                    server.port = int(m.group("port"))
+                server.ready.set()
+        server.ready.set()  # exited: wake the waiter
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    if pattern is not None:
+        server.ready.wait(timeout)
+        ok = proc.poll() is None and server.ready.is_set()
+    else:
+        ok = wait_port(port, timeout) and proc.poll() is None
+    if not ok or time.monotonic() > deadline:
+        stop_server(server)
+        raise RuntimeError(f"{name} did not start (exit {proc.returncode}):\n{server.tail()}")
+    return server
+
+
+def stop_server(server: ServerProc, timeout: float = 30.0) -> None:
+    proc = server.proc
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def running(name: str, cmd: Sequence[str], **kwargs: Any) -> Iterator[ServerProc]:
+    server = start_server(name, cmd, **kwargs)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def wait_model_ready(port: int, model: str, timeout: float = 120.0) -> None:
+    """Poll KServe ModelReady (our stubs) until the model answers ready."""
+    import grpc
+
+    from service._proto.inference import grpc_service_pb2 as pb
+    from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=5).ready:
+                    return
+            except grpc.RpcError as exc:
+                last = exc
+            time.sleep(0.3)
+    raise RuntimeError(f"model {model} not ready on port {port} within {timeout}s: {last}")
+
+
+def model_stats(port: int, model: str) -> tuple[int, int]:
+    """(inference_count, execution_count) from KServe ModelStatistics; (0, 0) if unsupported."""
+    import grpc
+
+    from service._proto.inference import grpc_service_pb2 as pb
+    from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            reply = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model), timeout=5)
+        except grpc.RpcError:
+            return 0, 0
+    inferences = sum(s.inference_count for s in reply.model_stats)
+    executions = sum(s.execution_count for s in reply.model_stats)
+    return inferences, executions
