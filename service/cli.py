@@ -111,15 +111,19 @@ def _serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve(settings))
 
 
-def _classify(args: argparse.Namespace) -> int:
+def _each_file(
+    args: argparse.Namespace,
+    paths: list[Path],
+    call: Callable[[ConvserveClient, bytes], Any],
+    show: Callable[[Path, Any, TextIO], None],
+) -> int:
+    """Send every file, print each reply (or collect them for --json); one bad file fails alone."""
     results: list[dict[str, Any]] = []
     failed = False
     with _client(args) as client:
-        for path in args.images:
+        for path in paths:
             try:
-                reply = client.classify(
-                    path.read_bytes(), model=args.model, version=args.version, top_k=args.top_k
-                )
+                reply = call(client, path.read_bytes())
             except (OSError, grpc.RpcError) as exc:
                 failed = True
                 _error(path, exc)
@@ -127,35 +131,32 @@ def _classify(args: argparse.Namespace) -> int:
             if args.json:
                 results.append({"file": str(path), **_dict(reply)})
             else:
-                _print_classes(path, reply, sys.stdout)
+                show(path, reply, sys.stdout)
     if args.json:
         _dump(results)
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def _classify(args: argparse.Namespace) -> int:
+    return _each_file(
+        args,
+        args.images,
+        lambda client, data: client.classify(
+            data, model=args.model, version=args.version, top_k=args.top_k
+        ),
+        _print_classes,
+    )
 
 
 def _detect_speech(args: argparse.Namespace) -> int:
-    results: list[dict[str, Any]] = []
-    failed = False
-    with _client(args) as client:
-        for path in args.audio:
-            try:
-                reply = client.detect_speech(
-                    path.read_bytes(),
-                    model=args.model,
-                    version=args.version,
-                    threshold=args.threshold,
-                )
-            except (OSError, grpc.RpcError) as exc:
-                failed = True
-                _error(path, exc)
-                continue
-            if args.json:
-                results.append({"file": str(path), **_dict(reply)})
-            else:
-                _print_speech(path, reply, sys.stdout)
-    if args.json:
-        _dump(results)
-    return EXIT_ERROR if failed else EXIT_OK
+    return _each_file(
+        args,
+        args.audio,
+        lambda client, data: client.detect_speech(
+            data, model=args.model, version=args.version, threshold=args.threshold
+        ),
+        _print_speech,
+    )
 
 
 def _models(args: argparse.Namespace) -> int:

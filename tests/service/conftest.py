@@ -39,6 +39,7 @@ from service._proto.convserve.v1 import inference_pb2_grpc as task_grpc
 from service._proto.inference import grpc_service_pb2_grpc as kserve_grpc
 from service.server import Server
 from service.settings import Settings
+from tests.service.onnx_builders import _model
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,6 @@ IMAGE_MODELS = {  # name -> (max_batch_size, delay_us, max_queue_size)
     "small_queue": (8, 1_000_000, 2),
 }
 STARTED = ("tiny_image", "tiny_speech", "batchy", "slow", "small_queue", "half")
-OPSET = 17
 
 IMAGE_CONFIG = """
 name: "{name}"
@@ -97,13 +97,6 @@ parameters { key: "hop_samples" value: { string_value: "800" } }
 parameters { key: "speech_index" value: { string_value: "1" } }
 parameters { key: "threshold" value: { string_value: "0.5" } }
 """
-
-
-def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def image_model(seed: int = 0) -> onnx.ModelProto:
