@@ -10,13 +10,14 @@ MODE="${1:-serve}"
 PY="${PYTHON:-python3}"
 VENV=.venv
 
-# Debian packages: the training data (Fashion-MNIST, speech/non-speech sources) for every mode;
-# test tools on top for `test`.
-APT_SERVE=(dataset-fashion-mnist espeak-ng flite sox libsox-fmt-all fluidsynth timgm6mb-soundfont
-           freedoom libsndfile1)
-APT_TEST=(prometheus libb64-0d unzip)
-want=("${APT_SERVE[@]}")
-[[ "$MODE" == test ]] && want+=("${APT_TEST[@]}")
+# Debian packages, one list per need (scripts/packages/*.txt, comments allowed): `serve` takes
+# serve.txt and train.txt (build-defaults trains the defaults); `test` adds test.txt (the tools
+# the tests drive).
+lists=(serve train); [[ "$MODE" == test ]] && lists+=(test)
+want=()
+for l in "${lists[@]}"; do
+  mapfile -t -O "${#want[@]}" want < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "scripts/packages/$l.txt")
+done
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
