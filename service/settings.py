@@ -1,113 +1,162 @@
 """Server settings: one frozen object, built once at start-up and passed down explicitly.
 
 Every field can be set by a command-line flag (`--grpc-port`) or an environment variable
-(`CONVSERVE_GRPC_PORT`); a flag beats the variable, the variable beats the default. The docstring
-under each field is its documentation and becomes the flag's help text. Fields declared with
-`_limit(...)` bound what one client can make the server do; `limits()` lists them, and
-docs/limits.md is checked against that list by a test.
+(`CONVSERVE_GRPC_PORT`); a flag beats the variable, the variable beats the default. Each field's
+help text lives in its metadata, `dataclasses.field(metadata=_help(...))`: the one source for
+--help, `describe()` and docs/limits.md. Fields declared with `metadata=_limit(...)` bound what
+one client can make the server do; `limits()` lists them, and docs/limits.md is checked against
+that list by a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import functools
-import inspect
-import itertools
 import logging
 import os
 import re
-import textwrap
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from service.errors import SettingsError
 
 ENV_PREFIX = "CONVSERVE_"
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_HELP = "help"
 _LIMIT = "limit"
 
 
-def _limit(default: Any) -> Any:
-    """A field that bounds a client's demands (listed by `limits()` and in docs/limits.md)."""
-    return dataclasses.field(default=default, metadata={_LIMIT: True})
+def _help(text: str) -> dict[str, object]:
+    """Field metadata: the help text (--help, `describe()`, docs/limits.md)."""
+    return {_HELP: text, _LIMIT: False}
+
+
+def _limit(text: str) -> dict[str, object]:
+    """Field metadata of a setting that bounds a client's demands (`limits()`, docs/limits.md)."""
+    return {_HELP: text, _LIMIT: True}
 
 
 @dataclass(frozen=True)
 class Settings:
-    repository: Path = Path("model_repository")
-    """Model repository directory (Triton layout: <model>/config.pbtxt, <model>/<n>/model.onnx)."""
-
-    grpc_host: str = "0.0.0.0"
-    """Address the gRPC server binds to."""
-
-    grpc_port: int = 8001
-    """gRPC port; 0 picks a free port (logged at start-up)."""
-
-    metrics_host: str = "0.0.0.0"
-    """Address the Prometheus /metrics HTTP server binds to."""
-
-    metrics_port: int = 8002
-    """Prometheus /metrics port; 0 picks a free port, -1 disables the metrics server."""
-
-    device: str = "auto"
-    """Execution device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."""
-
-    default_image_model: str = "mobilenet_v2"
-    """Model that ClassifyImage uses when a request names none."""
-
-    default_speech_model: str = "speech_cnn"
-    """Model that DetectSpeech uses when a request names none."""
-
-    max_message_bytes: int = _limit(64 * 1024 * 1024)
-    """Largest gRPC message accepted or sent, in bytes (RESOURCE_EXHAUSTED past it)."""
-
-    max_image_pixels: int = _limit(40_000_000)
-    """Largest decoded image accepted, in pixels, checked from the header before decoding
-    (guards against decompression bombs; INVALID_ARGUMENT past it)."""
-
-    max_image_bytes: int = _limit(32 * 1024 * 1024)
-    """Largest encoded image accepted, in bytes (INVALID_ARGUMENT past it)."""
-
-    max_audio_seconds: float = _limit(600.0)
-    """Longest audio clip accepted by DetectSpeech, in seconds (INVALID_ARGUMENT past it)."""
-
-    max_queue_size: int = _limit(1024)
-    """Requests queued per model version before RESOURCE_EXHAUSTED, when config.pbtxt sets none."""
-
-    max_concurrent_streams: int = _limit(256)
-    """Concurrent gRPC streams (RPCs) per connection; also the server-wide cap on open
-    StreamDetectSpeech calls (RESOURCE_EXHAUSTED past it)."""
-
-    grace_period_s: float = _limit(30.0)
-    """Seconds in-flight requests get to finish after SIGTERM before the server stops."""
-
-    tls_cert: Path | None = None
-    """Server certificate chain (PEM file) for gRPC over TLS; needs tls-key. Unset: plaintext."""
-
-    tls_key: Path | None = None
-    """Private key (PEM file) of tls-cert."""
-
-    tls_client_ca: Path | None = None
-    """CA certificates (PEM file) for mutual TLS: when set, every client must present a
-    certificate signed by one of them. Needs tls-cert and tls-key."""
-
-    preprocess_threads: int = 0
-    """Threads decoding images and audio; 0 = one per CPU core."""
-
-    intra_op_threads: int = 0
-    """ONNX Runtime intra-op threads per session; 0 = automatic (cores split across instances)."""
-
-    log_level: str = "INFO"
-    """Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
-
-    load_models: tuple[str, ...] = ()
-    """Models to load at start-up (comma-separated); empty = every model in the repository."""
+    repository: Path = dataclasses.field(
+        default=Path("model_repository"),
+        metadata=_help(
+            "Model repository directory (Triton layout: <model>/config.pbtxt, "
+            "<model>/<n>/model.onnx)."
+        ),
+    )
+    grpc_host: str = dataclasses.field(
+        default="0.0.0.0", metadata=_help("Address the gRPC server binds to.")
+    )
+    grpc_port: int = dataclasses.field(
+        default=8001, metadata=_help("gRPC port; 0 picks a free port (logged at start-up).")
+    )
+    metrics_host: str = dataclasses.field(
+        default="0.0.0.0", metadata=_help("Address the Prometheus /metrics HTTP server binds to.")
+    )
+    metrics_port: int = dataclasses.field(
+        default=8002,
+        metadata=_help(
+            "Prometheus /metrics port; 0 picks a free port, -1 disables the metrics server."
+        ),
+    )
+    device: str = dataclasses.field(
+        default="auto",
+        metadata=_help(
+            "Execution device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."
+        ),
+    )
+    default_image_model: str = dataclasses.field(
+        default="mobilenet_v2",
+        metadata=_help("Model that ClassifyImage uses when a request names none."),
+    )
+    default_speech_model: str = dataclasses.field(
+        default="speech_cnn",
+        metadata=_help("Model that DetectSpeech uses when a request names none."),
+    )
+    max_message_bytes: int = dataclasses.field(
+        default=64 * 1024 * 1024,
+        metadata=_limit(
+            "Largest gRPC message accepted or sent, in bytes (RESOURCE_EXHAUSTED past it)."
+        ),
+    )
+    max_image_pixels: int = dataclasses.field(
+        default=40_000_000,
+        metadata=_limit(
+            "Largest decoded image accepted, in pixels, checked from the header before decoding "
+            "(guards against decompression bombs; INVALID_ARGUMENT past it)."
+        ),
+    )
+    max_image_bytes: int = dataclasses.field(
+        default=32 * 1024 * 1024,
+        metadata=_limit("Largest encoded image accepted, in bytes (INVALID_ARGUMENT past it)."),
+    )
+    max_audio_seconds: float = dataclasses.field(
+        default=600.0,
+        metadata=_limit(
+            "Longest audio clip accepted by DetectSpeech, in seconds (INVALID_ARGUMENT past it)."
+        ),
+    )
+    max_queue_size: int = dataclasses.field(
+        default=1024,
+        metadata=_limit(
+            "Requests queued per model version before RESOURCE_EXHAUSTED, when config.pbtxt "
+            "sets none."
+        ),
+    )
+    max_concurrent_streams: int = dataclasses.field(
+        default=256,
+        metadata=_limit(
+            "Concurrent gRPC streams (RPCs) per connection; also the server-wide cap on open "
+            "StreamDetectSpeech calls (RESOURCE_EXHAUSTED past it)."
+        ),
+    )
+    grace_period_s: float = dataclasses.field(
+        default=30.0,
+        metadata=_limit(
+            "Seconds in-flight requests get to finish after SIGTERM before the server stops."
+        ),
+    )
+    tls_cert: Path | None = dataclasses.field(
+        default=None,
+        metadata=_help(
+            "Server certificate chain (PEM file) for gRPC over TLS; needs tls-key. "
+            "Unset: plaintext."
+        ),
+    )
+    tls_key: Path | None = dataclasses.field(
+        default=None, metadata=_help("Private key (PEM file) of tls-cert.")
+    )
+    tls_client_ca: Path | None = dataclasses.field(
+        default=None,
+        metadata=_help(
+            "CA certificates (PEM file) for mutual TLS: when set, every client must present a "
+            "certificate signed by one of them. Needs tls-cert and tls-key."
+        ),
+    )
+    preprocess_threads: int = dataclasses.field(
+        default=0, metadata=_help("Threads decoding images and audio; 0 = one per CPU core.")
+    )
+    intra_op_threads: int = dataclasses.field(
+        default=0,
+        metadata=_help(
+            "ONNX Runtime intra-op threads per session; 0 = automatic "
+            "(cores split across instances)."
+        ),
+    )
+    log_level: str = dataclasses.field(
+        default="INFO", metadata=_help("Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    )
+    load_models: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=_help(
+            "Models to load at start-up (comma-separated); empty = every model in the repository."
+        ),
+    )
 
     def __post_init__(self) -> None:
         # Case is not meaningful in these two; normalise so comparisons elsewhere stay simple.
@@ -148,7 +197,6 @@ class Settings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """Add one flag per field (kebab-case, default None so the environment can fill in)."""
-        docs = _field_docs()
         for field in dataclasses.fields(Settings):
             default = field.default
             if isinstance(default, tuple):
@@ -156,8 +204,7 @@ class Settings:
             elif default is None:
                 default = "(unset)"
             help_text = (
-                f"{docs.get(field.name, '')} "
-                f"[env {_env_name(field.name)}; default {default}]".strip()
+                f"{field.metadata[_HELP]} [env {_env_name(field.name)}; default {default}]"
             ).replace("%", "%%")  # argparse formats help with %
             parser.add_argument(
                 f"--{_flag(field.name)}",
@@ -175,14 +222,13 @@ class Settings:
     @staticmethod
     def describe() -> list[SettingInfo]:
         """Every field with its flag, environment variable, default and documentation."""
-        docs = _field_docs()
         return [
             SettingInfo(
                 name=f.name,
                 flag=f"--{_flag(f.name)}",
                 env=_env_name(f.name),
                 default=f.default,
-                doc=docs.get(f.name, ""),
+                doc=f.metadata[_HELP],
                 limit=bool(f.metadata.get(_LIMIT)),
             )
             for f in dataclasses.fields(Settings)
@@ -281,27 +327,6 @@ _BY_TYPE: dict[object, Callable[[object], object]] = {
 def _converters() -> dict[str, Callable[[object], object]]:
     hints = typing.get_type_hints(Settings)
     return {f.name: _BY_TYPE[hints[f.name]] for f in dataclasses.fields(Settings)}
-
-
-@functools.cache
-def _field_docs() -> dict[str, str]:
-    """The docstring under each field, read from the source (empty when it is not available)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(Settings)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    docs: dict[str, str] = {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    for node, nxt in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
 
 
 def _validate(s: Settings) -> None:
