@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
+
+from service.process import ServerProcess, ServerStartError, loopback_env  # noqa: E402
 
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -135,87 +132,47 @@ class CpuWatch:
         }
 
 
-@dataclass
-class ServerProc:
-    """A server subprocess with its output kept (tail shown on failure)."""
-
-    name: str
-    proc: subprocess.Popen[str]
-    port: int
-    lines: list[str] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-
-    def tail(self, n: int = 30) -> str:
-        return "".join(self.lines[-n:])
-
-
 def start_server(
     name: str,
-    cmd: Sequence[str],
+    cmd: Sequence[str | os.PathLike[str]],
     *,
     port: int,
     ready: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300.0,
     cwd: Path = ROOT,
-) -> ServerProc:
+) -> ServerProcess:
     """Start `cmd`; ready when a line matches `ready` (a regex), else when `port` accepts.
 
-    A regex group named `port` in `ready` overrides `port` (servers started on port 0).
+    Its own process group, so that stopping it also stops the helpers PyTriton and MLServer
+    fork. convserve endpoints the command leaves unset go to free loopback ports (CONVSERVE_*
+    variables; flags still win), so a benchmark never collides with a server on the defaults.
     """
-    proc = subprocess.Popen(
-        list(cmd),
+    server = ServerProcess(
+        cmd,
+        name=name,
+        env={**loopback_env(), **(env or {})},
         cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # SIGTERM the whole group: PyTriton and MLServer fork helpers
+        ready=ready,
+        new_session=True,
+        keep_lines=2000,
     )
-    server = ServerProc(name, proc, port)
-    pattern = re.compile(ready) if ready else None
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            server.lines.append(line)
-            if len(server.lines) > 2000:
-                del server.lines[:1000]
-            m = pattern.search(line) if pattern else None
-            if m:
-                if "port" in m.groupdict():
-                    server.port = int(m.group("port"))
-                server.ready.set()
-        server.ready.set()  # exited: wake the waiter
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    if pattern is not None:
-        server.ready.wait(timeout)
-        ok = proc.poll() is None and server.ready.is_set()
-    else:
-        ok = wait_port(port, timeout) and proc.poll() is None
-    if not ok or time.monotonic() > deadline:
-        stop_server(server)
-        raise RuntimeError(f"{name} did not start (exit {proc.returncode}):\n{server.tail()}")
+    if ready is not None:
+        server.wait_ready(timeout)  # ServerStartError (a RuntimeError) with the log's tail
+    elif not (wait_port(port, timeout) and server.poll() is None):
+        server.stop()
+        raise ServerStartError(f"{name} did not start (exit {server.poll()}):\n{server.tail()}")
     return server
 
 
-def stop_server(server: ServerProc, timeout: float = 30.0) -> None:
-    proc = server.proc
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+def stop_server(server: ServerProcess, timeout: float = 30.0) -> None:
+    server.stop(timeout)
 
 
 @contextlib.contextmanager
-def running(name: str, cmd: Sequence[str], **kwargs: Any) -> Iterator[ServerProc]:
+def running(
+    name: str, cmd: Sequence[str | os.PathLike[str]], **kwargs: Any
+) -> Iterator[ServerProcess]:
     server = start_server(name, cmd, **kwargs)
     try:
         yield server

@@ -40,11 +40,8 @@ import math
 import os
 import platform
 import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -64,9 +61,9 @@ from service._proto.convserve.v1 import inference_pb2_grpc as tpb_grpc  # noqa: 
 from service._proto.inference import grpc_service_pb2 as kpb  # noqa: E402
 from service._proto.inference import grpc_service_pb2_grpc as kpb_grpc  # noqa: E402
 from service.config import ModelSpec, load_spec, parse_config  # noqa: E402
+from service.process import ServerProcess, ServerStartError, loopback_env, serve_command  # noqa: E402
 from service.servicers import converters  # noqa: E402
 
-READY = re.compile(r"convserve serving grpc=(\S+):(\d+) metrics=(\S+):(-?\d+)")
 COUNTER = re.compile(r"^convserve_requests_total\{([^}]*)\} (\S+)$", re.M)
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 METHODS = {"classify": "ClassifyImage", "speech": "DetectSpeech", "infer": "ModelInfer"}
@@ -316,43 +313,33 @@ def _check_reference(repository: Path, item: Item) -> str | None:
 # ---- the server process -------------------------------------------------------------------------
 
 
-class ServerProcess:
+class SoakServer:
+    """`python -m service serve` (service.process) plus what the soak reads from it."""
+
     def __init__(self, repository: Path, models: list[str], device: str, log: Path) -> None:
         self.log_path = log
-        self._log = log.open("w")
-        cmd = [
-            sys.executable, "-m", "service", "serve",
-            "--repository", str(repository), "--load-models", ",".join(models),
-            "--grpc-host", "127.0.0.1", "--grpc-port", "0",
-            "--metrics-host", "127.0.0.1", "--metrics-port", "0",
-            "--device", device, "--log-level", "WARNING", "--grace-period-s", "30",
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True
+        cmd = serve_command(
+            repository,
+            "--load-models", ",".join(models), "--device", device,
+            "--log-level", "WARNING", "--grace-period-s", "30",
+            module="service",
+        )  # fmt: skip
+        self.process = ServerProcess(
+            cmd, name="soak server", env=loopback_env(), cwd=ROOT, log_path=log
         )
         self.target = self.metrics_url = ""
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        line: list[str] = []
-        reader = threading.Thread(
-            target=lambda: line.append(self.proc.stdout.readline() if self.proc.stdout else ""),
-            daemon=True,
-        )
-        reader.start()
-        reader.join(timeout)
-        m = READY.search(line[0]) if line else None
-        if m is None:
-            self.stop()
-            raise SystemExit(
-                f"soak: server did not start; its log:\n{self.log_path.read_text()[-3000:]}"
-            )
-        self.target = f"{m.group(1)}:{m.group(2)}"
-        self.metrics_url = f"http://{m.group(3)}:{m.group(4)}/metrics"
+        try:
+            self.process.wait_ready(timeout)
+        except ServerStartError as exc:
+            raise SystemExit(f"soak: {exc}") from None
+        self.target = str(self.process.endpoint("grpc"))
+        self.metrics_url = self.process.url("metrics", "/metrics")
 
     def rss_mib(self) -> float:
         try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
             return math.nan
         found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
@@ -369,17 +356,7 @@ class ServerProcess:
         return out
 
     def stop(self, timeout: float = 60.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-        return self.proc.returncode
+        return self.process.stop(timeout)
 
 
 # ---- the soak -----------------------------------------------------------------------------------
@@ -440,7 +417,7 @@ async def _references(clients: Clients, items: list[Item]) -> None:
 
 
 async def _soak(
-    cfg: SoakConfig, server: ServerProcess, items: list[Item], weights: np.ndarray, res: SoakResult
+    cfg: SoakConfig, server: SoakServer, items: list[Item], weights: np.ndarray, res: SoakResult
 ) -> None:
     clients = Clients(server.target, cfg.channels)
     try:
@@ -560,7 +537,7 @@ def run_soak(cfg: SoakConfig) -> SoakResult:
             "python": platform.python_version(),
             "grpc": grpc.__version__,
         }
-        server = ServerProcess(repository, used, cfg.device, Path(tmp) / "server.log")
+        server = SoakServer(repository, used, cfg.device, Path(tmp) / "server.log")
         try:
             server.wait_ready()
             asyncio.run(_soak(cfg, server, items, _weights(items, specs, cfg.mix), res))

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -27,10 +26,10 @@ from service._proto.convserve.v1 import inference_pb2_grpc as pb_grpc
 from service._proto.inference import grpc_service_pb2 as kpb
 from service._proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from service.errors import ConvserveError, ModelLoadError, RepositoryError
+from service.process import ServerProcess, loopback_env, parse_endpoints, serve_command
 from service.server import Server
 from tests.service.conftest import ROOT, ServerThread, eventually, make_settings, png
 
-READY = re.compile(r"convserve serving grpc=(\S+):(\d+) metrics=(\S+):(-?\d+)")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -61,9 +60,12 @@ def test_health_overall_services_and_models(server: ServerThread, channel: grpc.
 
 def test_ready_line(server: ServerThread) -> None:
     assert server.server is not None
-    m = READY.fullmatch(server.server.ready_line)
-    assert m and int(m.group(2)) == server.server.grpc_port
-    assert int(m.group(4)) == server.server.metrics_port > 0
+    line = server.server.ready_line
+    endpoints = parse_endpoints(line)
+    assert endpoints is not None and line.startswith("convserve serving ")
+    assert len(endpoints) == len(line.split()) - 2  # nothing but name=HOST:PORT pairs follow
+    assert endpoints["grpc"].port == server.server.grpc_port
+    assert endpoints["metrics"].port == server.server.metrics_port > 0
 
 
 def test_metrics_endpoint(server: ServerThread, task_stub: pb_grpc.InferenceStub) -> None:
@@ -225,27 +227,13 @@ def _inflight(metrics_url: str, model: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def _serve(*args: str) -> subprocess.Popen[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--grpc-host",
-        "127.0.0.1",
-        "--grpc-port",
-        "0",
-        "--metrics-host",
-        "127.0.0.1",
-        "--metrics-port",
-        "0",
-        "--device",
-        "cpu",
-        *args,
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+def _serve(repository: Path, *args: str) -> ServerProcess:
+    """`python -m service serve` on free loopback ports, stderr kept apart from stdout."""
+    return ServerProcess(
+        serve_command(repository, "--device", "cpu", *args, module="service"),
+        env=loopback_env(),
+        cwd=ROOT,
+        separate_stderr=True,
     )
 
 
@@ -255,16 +243,18 @@ def test_process_start_failures_exit_2_with_one_line(tmp_path: Path) -> None:
     missing, empty = tmp_path / "missing", tmp_path / "empty"
     empty.mkdir()
     cases = {
-        "does not exist": _serve("--repository", str(missing)),
-        "holds no model folders": _serve("--repository", str(empty)),
-        "grpc-port": _serve("--repository", str(empty), "--grpc-port", "99999"),
+        "does not exist": _serve(missing),
+        "holds no model folders": _serve(empty),
+        "grpc-port": _serve(empty, "--grpc-port", "99999"),
     }
     for expected, proc in cases.items():
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, err
+        code = proc.wait(timeout=120)
+        err = proc.stderr()
+        assert code == 2, err
         lines = [line for line in err.splitlines() if line.startswith("convserve:")]
         assert len(lines) == 1 and expected in lines[0], err
-        assert "Traceback" not in err and "convserve serving" not in out
+        assert "Traceback" not in err and "convserve serving" not in proc.stdout()
+        proc.stop()
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(
@@ -272,20 +262,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(
 ) -> None:
     """`slow` holds requests 1.5 s for a batch: SIGTERM arrives while 6 are queued; every one is
     answered, health turns NOT_SERVING, new calls are refused, and the process exits 0."""
-    proc = _serve(
-        "--repository",
-        str(repository),
-        "--load-models",
-        "slow,tiny_image",
-        "--grace-period-s",
-        "20",
-    )
+    proc = _serve(repository, "--load-models", "slow,tiny_image", "--grace-period-s", "20")
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = READY.search(line)
-        assert m, line + (proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
-        target = f"{m.group(1)}:{m.group(2)}"
+        proc.wait_ready(timeout=120)
+        target, metrics = str(proc.endpoint("grpc")), proc.url("metrics", "/metrics")
         with grpc.insecure_channel(target) as channel:
             stub = pb_grpc.InferenceStub(channel)
             watch = health_pb2_grpc.HealthStub(channel).Watch(
@@ -302,7 +282,6 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(
             with ThreadPoolExecutor(6) as pool:
                 futures = [pool.submit(classify, i) for i in range(6)]
                 # SIGTERM once all six are in the server, waiting for the 1.5 s batch delay.
-                metrics = f"http://{m.group(3)}:{m.group(4)}/metrics"
                 eventually(lambda: _inflight(metrics, "slow") == 6)
                 proc.send_signal(signal.SIGTERM)
                 # Health watchers see NOT_SERVING at once (load balancers stop sending).
@@ -314,12 +293,6 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(
             pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=2)
         assert exc.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         assert proc.wait(timeout=30) == 0
-        err = proc.stderr.read() if proc.stderr else ""
-        assert "Traceback" not in err, err
+        assert "Traceback" not in proc.stderr(), proc.stderr()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        proc.stop()
