@@ -3,11 +3,11 @@ each, against the real server with real gRPC clients.
 
 The cases are data, tests/service/bad_inputs.toml (what is sent, protocol-neutral, and the status
 and message fragments expected); tests/service/bad_inputs.py builds their inputs and
-bad_inputs_grpc.py turns them into gRPC requests. Each case asserts the documented gRPC status and that the message
-is actionable (it names the problem: the limit, or what was expected and what came), or for
-valid-but-unusual inputs (16-bit, CMYK, animated, stereo, 48 kHz...) that the answer equals
-in-process preprocessing + ONNX Runtime. After every case the server must still answer a good
-request.
+bad_inputs_grpc.py turns them into gRPC requests. Each case asserts the documented gRPC status
+and that the message is actionable (it names the problem: the limit, or what was expected and
+what came), or for valid-but-unusual inputs (16-bit, CMYK, animated, stereo, 48 kHz...) that the
+answer equals in-process preprocessing + ONNX Runtime. After every case the server must still
+answer a good request.
 
 The case table is also docs/errors.md's: each case's status and message are compared with the
 documented row (numbers and byte strings masked), and `test_docs_list_every_case` checks that
