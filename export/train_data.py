@@ -52,6 +52,9 @@ class TrainingData:
     classes: list[str]
     input: ImageInput | AudioInput
     model_kwargs: dict[str, Any]
+    # The validation metric that picks best.pt (export.evaluation: val_top1, val_top5,
+    # val_balanced_accuracy or val_loss).
+    select_metric: str = "val_top1"
 
     @property
     def n_train(self) -> int:

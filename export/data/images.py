@@ -11,8 +11,10 @@ torch. So it is written down once, as plain numbers (:class:`ImagePreprocessing`
 3. ``x = pixel * scale`` (scale = 1/255, so [0, 1]);
 4. ``x = (x - mean[c]) / std[c]`` per channel; layout C×H×W.
 
-Known difference: the array dataset resizes after scaling to float, a server that resizes the
-uint8 image first rounds to whole grey levels — at most 0.5/255 apart, far below what matters.
+The array dataset resizes with the server's own operation -- Pillow's BILINEAR on the uint8 image,
+once for the whole array at construction -- so a model trains on exactly the pixels the server
+feeds it from a PNG of the same image (a float resize differs by up to 0.5/255 per pixel after
+the server rounds to whole grey levels, and that was measurable in served accuracy).
 
 Training-only augmentation (never recorded in the config): zero-pad by ``pad`` then random-crop
 back to ``size``, and a random horizontal flip. Padding happens before normalisation so the border
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
+from PIL import Image
 from torch.utils.data import Dataset
 
 from export.data.idx import FASHION_MNIST_MEAN, FASHION_MNIST_STD
@@ -52,10 +55,14 @@ class ImagePreprocessing:
     interpolation: Literal["bilinear"] = "bilinear"
 
     def __post_init__(self) -> None:
-        assert self.channels in (1, 3), self.channels
-        assert len(self.mean) == len(self.std) == self.channels, (self.mean, self.std)
-        assert all(s > 0 for s in self.std), self.std
-        assert self.size > 0
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not len(self.mean) == len(self.std) == self.channels:
+            raise ValueError(f"need one mean and std per channel, got {self.mean}, {self.std}")
+        if not all(s > 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
 
     @property
     def color_mode(self) -> str:
@@ -106,11 +113,23 @@ def random_crop_flip(x: torch.Tensor, pad: int, hflip: bool) -> torch.Tensor:
     return x
 
 
+def pillow_resize(images: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
+    """N×H×W×C uint8 → N×size×size×C uint8 with Pillow's BILINEAR, as the server resizes."""
+    n, _, _, channels = images.shape
+    out = np.empty((n, size, size, channels), dtype=np.uint8)
+    for i, image in enumerate(images):
+        pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+        resized = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR))
+        out[i] = resized.reshape(size, size, channels)
+    return out
+
+
 class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """uint8 images N×H×W or N×H×W×C plus int labels → ``(float C×size×size, label)``.
 
-    Conversion happens per item (scale, bilinear resize when H×W differs from ``size``, optional
-    augmentation, normalisation), so the uint8 array is the only copy in memory.
+    Images whose H×W differs from ``size`` are resized once, as uint8, at construction
+    (:func:`pillow_resize`); scaling, augmentation and normalisation happen per item, so one uint8
+    array is the only copy in memory.
     """
 
     def __init__(
@@ -131,6 +150,8 @@ class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         arr = images[..., None] if images.ndim == 3 else images
         channels = arr.shape[-1]
+        if arr.shape[1:3] != (size, size):
+            arr = pillow_resize(arr, size)
         self.images = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)  # N×C×H×W
         self.labels = np.asarray(labels, dtype=np.int64)
         self.preprocessing = ImagePreprocessing(
@@ -148,11 +169,6 @@ class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.images[index].to(torch.float32) * self.preprocessing.scale  # C×H×W in [0, 1]
-        size = self.preprocessing.size
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(
-                x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )[0]
         if self.augment:
             x = random_crop_flip(x, self.pad, self.hflip)
         return normalize(x, self.preprocessing), int(self.labels[index])

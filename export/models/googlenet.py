@@ -139,12 +139,15 @@ class GoogLeNet(nn.Module):
     ) -> None:
         super().__init__()
         d = width_div
+        if d < 1:
+            raise ValueError(f"width_div must be a positive integer, got {d}")
         cfgs = {k: _InceptionCfg(*(c // d for c in cfg)) for k, cfg in inception_cfgs.items()}
-        assert all(
+        if not all(
             c * d == full
             for k, cfg in cfgs.items()
             for c, full in zip(cfg, inception_cfgs[k], strict=True)
-        ), f"widths not divisible by {d}"
+        ):
+            raise ValueError(f"width_div={d} does not divide every Inception width")
         self.aux_logits = aux_logits
 
         if small_stem:

@@ -85,7 +85,8 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
         super().__init__()
-        assert stride in (1, 2), f"stride must be 1 or 2, got {stride}"
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
         hidden_dim = round(inp * expand_ratio)
         self.use_res_connect = stride == 1 and inp == oup
         layers: list[nn.Module] = []

@@ -126,7 +126,8 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        assert len(layers) == 4, f"ImageNet ResNets have four stages, got {layers}"
+        if len(layers) != 4:
+            raise ValueError(f"ImageNet ResNets have four stages, got {layers}")
         e = block.expansion
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -210,7 +211,8 @@ def _resnet(
 
 
 def _resnet_small(depth: int, *, num_classes: int, in_channels: int, **kwargs: Any) -> ResNetSmall:
-    assert (depth - 2) % 6 == 0, f"CIFAR ResNet depth is 6n+2, got {depth}"
+    if depth < 8 or (depth - 2) % 6 != 0:
+        raise ValueError(f"CIFAR ResNet depth is 6n+2 with n >= 1, got {depth}")
     n = (depth - 2) // 6
     return ResNetSmall(n, num_classes=num_classes, in_channels=in_channels, **kwargs)
 

@@ -47,7 +47,8 @@ def make_layers(
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             continue
-        assert isinstance(v, int), f"cfg entries are ints or 'M', got {v!r}"
+        if not isinstance(v, int):
+            raise ValueError(f"VGG layer plan entries are ints or 'M', got {v!r}")
         layers.append(nn.Conv2d(in_channels, v, kernel_size=3, padding=1))
         if batch_norm:
             layers.append(nn.BatchNorm2d(v))

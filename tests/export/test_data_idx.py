@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import struct
 from pathlib import Path
@@ -26,6 +27,7 @@ from export.data.idx import (
     write_idx,
 )
 from export.data.images import ArrayImageDataset, random_crop_flip
+from service.preprocess.image import ImageSpec, decode_image
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 CODES: dict[type, int] = {
@@ -164,11 +166,15 @@ def test_array_dataset_matches_pillow_bilinear_and_normalises() -> None:
     ds = ArrayImageDataset(images, np.arange(6), size=32)
     x, label = ds[3]
     assert x.shape == (1, 32, 32) and x.dtype == torch.float32 and label == 3
-    # Upsampling: torch bilinear (align_corners=False) equals Pillow's BILINEAR on float images.
-    pil = Image.fromarray(images[3].astype(np.float32) / 255.0)  # mode "F"
-    expected = np.asarray(pil.resize((32, 32), Image.Resampling.BILINEAR))
-    expected = (expected - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+    # Upsampling is Pillow's BILINEAR on the uint8 image: what the server does to a PNG.
+    expected = np.asarray(Image.fromarray(images[3]).resize((32, 32), Image.Resampling.BILINEAR))
+    expected = (expected / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
     np.testing.assert_allclose(x[0].numpy(), expected, atol=1e-5)
+    # ... and so equals the server's decode of the same image sent as a PNG.
+    buffer = io.BytesIO()
+    Image.fromarray(images[3]).save(buffer, format="PNG")
+    spec = ImageSpec(32, 32, channels=1, mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,))
+    np.testing.assert_allclose(x.numpy(), decode_image(buffer.getvalue(), spec), atol=1e-6)
     # Same size: no resize at all, just scale + normalise.
     x28, _ = ArrayImageDataset(images, np.arange(6), size=28)[0]
     np.testing.assert_allclose(

@@ -13,6 +13,7 @@ import pkgutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import export.models
+import export.models.mobilenetv2 as mobilenet_module
+import export.models.resnet as resnet_module
+import export.models.vgg as vgg_module
 from export.models import (
     UnknownArchitectureError,
     get_model,
@@ -465,3 +469,19 @@ def test_zoo_table() -> None:
     by_name = {r["name"]: r for r in rows}
     assert by_name["resnet18"]["params"] == 11_689_512
     assert by_name["speech_cnn"]["input_shape"] == (16_000,)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: resnet_module._resnet_small(9, num_classes=10, in_channels=1), "6n\\+2"),
+        (lambda: resnet_module.ResNet(resnet_module.BasicBlock, [2, 2, 2]), "four stages"),
+        (lambda: mobilenet_module.InvertedResidual(8, 8, stride=3, expand_ratio=6), "stride"),
+        (lambda: vgg_module.make_layers([64, "X"]), "ints or 'M'"),
+        (lambda: GoogLeNet(width_div=0), "width_div"),
+        (lambda: GoogLeNet(width_div=7), "width_div"),
+    ],
+)
+def test_bad_model_arguments_are_value_errors(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()

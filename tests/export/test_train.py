@@ -23,10 +23,12 @@ import export.train_data as train_data
 from export.checkpoint import build_model, load_checkpoint, save_checkpoint
 from export.data.idx import FASHION_MNIST_CLASSES, fashion_mnist_root
 from export.errors import ExportError
+from export.evaluation import AUX_WEIGHT, balanced_accuracy, evaluate, is_better
+from export.evaluation import loss_and_logits as _loss
 from export.models import get_model
 from export.models.googlenet import GoogLeNetOutputs
 from export.onnx_export import export_to_repository, source_from_checkpoint
-from export.train import AUX_WEIGHT, TrainConfig, _loss, lr_at, train
+from export.train import TrainConfig, lr_at, train
 
 torch.set_num_threads(2)
 
@@ -97,6 +99,51 @@ def test_train_checkpoints_metrics_and_curves(tmp_path: Path) -> None:
     assert "state" in ckpt["optimizer"] and len(ckpt["history"]) == 2
     model = build_model(load_checkpoint(result.best, expected_arch="lenet5"))
     assert not model.training
+
+
+def test_balanced_accuracy_is_mean_per_class_recall() -> None:
+    rng = np.random.default_rng()
+    target = torch.as_tensor(rng.integers(0, 4, 300))
+    predicted = torch.where(torch.rand(300) < 0.7, target, torch.as_tensor(rng.integers(0, 4, 300)))
+    recalls = [
+        float((predicted[target == c] == c).float().mean()) for c in range(4) if (target == c).any()
+    ]
+    assert balanced_accuracy(predicted, target, 5) == pytest.approx(np.mean(recalls))
+    # 90 of class 0 all right, 10 of class 1 all wrong: top-1 0.9 but balanced accuracy 0.5.
+    target = torch.tensor([0] * 90 + [1] * 10)
+    assert balanced_accuracy(torch.zeros(100, dtype=torch.int64), target, 2) == 0.5
+    assert is_better("val_balanced_accuracy", 0.6, 0.5) and is_better("val_loss", 0.4, 0.5)
+    assert not is_better("val_top1", 0.5, 0.5) and is_better("val_top1", 0.1, None)
+
+
+def test_evaluate_reports_every_metric() -> None:
+    model = get_model("lenet5").eval()
+    x, y = torch.randn(40, 1, 32, 32), torch.as_tensor(np.random.default_rng().integers(0, 10, 40))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    metrics = evaluate(model, loader, torch.device("cpu"), 10)
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    assert metrics["val_top1"] == pytest.approx(float((predicted == y).float().mean()))
+    assert metrics["val_balanced_accuracy"] == pytest.approx(balanced_accuracy(predicted, y, 10))
+    assert metrics["val_top5"] >= metrics["val_top1"] and metrics["val_loss"] > 0
+
+
+def test_the_data_names_the_metric_that_picks_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = train_data.load_training_data
+
+    def by_loss(*args: Any, **kwargs: Any) -> train_data.TrainingData:
+        data = real(*args, **kwargs)
+        data.select_metric = "val_loss"
+        return data
+
+    monkeypatch.setattr("export.train.load_training_data", by_loss)
+    result = train(config(tmp_path, epochs=3, limit=256), log=quiet)
+    losses = [h["val_loss"] for h in result.history]
+    assert result.best_metric == "val_loss" and result.best_value == min(losses)
+    best = load_checkpoint(result.best)
+    assert best["epoch"] == 1 + int(np.argmin(losses)) and best["best_metric"] == "val_loss"
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:
