@@ -130,7 +130,8 @@ def tight_server(repository: Path) -> Iterator[ServerThread]:
 
 def test_failed_model_keeps_server_not_ready(tight_server: ServerThread) -> None:
     assert tight_server.server is not None and tight_server.server.metrics_port == -1
-    assert tight_server.server.ready_line.endswith(":-1")
+    endpoints = parse_endpoints(tight_server.server.ready_line)
+    assert endpoints is not None and endpoints["metrics"].port == -1
     with grpc.insecure_channel(tight_server.target) as channel:
         assert _health(channel) == NOT_SERVING  # a requested model is not ready
         assert _health(channel, "tiny_image") == SERVING
