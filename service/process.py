@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-READY = re.compile(r"convserve serving\b")
+READY = re.compile(r"^convserve serving ")  # the line, not a log line that mentions it
 ENDPOINTS = ("grpc", "http", "metrics")
 _PAIR = re.compile(r"(\w+)=(\S+):(-?\d+)")
 _P = TypeVar("_P", bound="ServerProcess")

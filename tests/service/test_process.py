@@ -56,6 +56,7 @@ def test_ready_line_disabled_endpoint_and_other_lines() -> None:
     }
     assert parse_endpoints(f"INFO loading model x=a:{port}") is None
     assert parse_endpoints("convserve: cannot bind gRPC to 127.0.0.1:1") is None
+    assert parse_endpoints(f"INFO said 'convserve serving grpc=h:{port}' earlier") is None
     # A peer's own marker: only the pairs after it count.
     peer = re.compile(r"transport serving")
     assert parse_endpoints(f"x=h:1 transport serving grpc=h:{port}", peer) == {
