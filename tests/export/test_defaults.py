@@ -1,6 +1,6 @@
-"""export.defaults: ``build-defaults --quick`` builds the four default models for real (real data,
-real training, real ImageNet weights), the server's config loader accepts every one, and a second
-run skips everything.
+"""export.defaults: ``build-defaults --quick`` builds the four default models (shipped weights
+exported, real ImageNet weights, and real training on small subsets for a model that ships no
+weights), the server's config loader accepts every one, and a second run skips everything.
 """
 
 from __future__ import annotations
@@ -97,17 +97,22 @@ def test_second_run_skips_everything(built: tuple[Path, Path, list[BuildResult]]
 
 
 @pytest.mark.slow
-def test_a_deleted_model_is_rebuilt_from_its_finished_run(
-    built: tuple[Path, Path, list[BuildResult]],
-) -> None:
-    repo, cache, _ = built
-    shutil.rmtree(repo / "lenet5_fashion")
+def test_without_shipped_weights_it_trains_and_reuses_the_run(tmp_path: Path) -> None:
+    repo, cache, empty = tmp_path / "repo", tmp_path / "cache", tmp_path / "no-weights"
     messages: list[str] = []
+    (result,) = build_defaults(repo, quick=True, weights_dir=empty, cache_dir=cache,
+                               only=("lenet5_fashion",), progress=False,
+                               log=messages.append)  # fmt: skip
+    assert any("no shipped weights" in m for m in messages)
+    assert result.train_seconds > 0 and (result.top1 or 0) > 0.4
+    shutil.rmtree(repo / "lenet5_fashion")
+    messages.clear()
     start = time.perf_counter()
-    results = build_defaults(repo, quick=True, cache_dir=cache, progress=False,
-                             log=messages.append)  # fmt: skip
+    (again,) = build_defaults(repo, quick=True, weights_dir=empty, cache_dir=cache,
+                              only=("lenet5_fashion",), progress=False,
+                              log=messages.append)  # fmt: skip
     assert time.perf_counter() - start < 20  # no re-training
-    assert [r.status for r in results] == ["skipped", "built", "skipped", "skipped"]
+    assert again.status == "built" and again.train_seconds == 0
     assert any("reusing the finished training run" in m for m in messages)
     assert has_servable_version(repo / "lenet5_fashion")
 
