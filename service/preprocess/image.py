@@ -2,12 +2,15 @@
 
 The pipeline, for a model whose config asks for `resize_size` 256 and `image_size` 224:
 
-    bytes ─open (lazy: header only)─▶ pixel limit check ─▶ JPEG DCT draft ─▶ decode
+    bytes ─open (lazy: header only)─▶ pixel limit check ─▶ [JPEG DCT draft, opt-in] ─▶ decode
           ─▶ EXIF orientation ─▶ RGB / L (alpha composited onto white)
           ─▶ shorter side to 256 (Pillow resize) ─▶ center crop 224×224 ─▶ /255, (x - mean) / std
 
 which is `Resize(256)`, `CenterCrop(224)`, `ToTensor()`, `Normalize(mean, std)` applied to
-`Image.open(f).convert("RGB")`. Without `resize_size` the image is resized straight to H×W.
+`Image.open(f).convert("RGB")`: the same Pillow resize and the same float32 operations in the same
+order, so for an image without EXIF rotation or transparency the tensor equals torchvision's
+bit for bit (tests/integration/test_imagenet_reference.py checks the served top-5 on real photos).
+Without `resize_size` the image is resized straight to H×W.
 
 Mode conversions (everything ends as 8-bit RGB or L before resizing, as torchvision's input is):
   * alpha (RGBA, LA, PA, palette or RGB/L with a transparent colour) is composited onto white,
@@ -18,9 +21,11 @@ Mode conversions (everything ends as 8-bit RGB or L before resizing, as torchvis
   * "F" (float) is taken to be on the 0..255 scale, as Pillow's convert() assumes.
   * CMYK, YCbCr, 1-bit and palette images use Pillow's conversions; ICC profiles are ignored.
 
-Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg (Image.draft) when the result is still
-at least the size the resize step needs; that is much faster and close to, though not bit-equal
-with, a full decode followed by the same resize. `fast_jpeg=False` turns it off.
+Opt-in per model (config parameter `jpeg_draft: "true"`): large JPEGs are decoded at 1/2, 1/4
+or 1/8 scale by libjpeg (Image.draft) when the result is still at least the size the resize step
+needs. That is several times faster for photos of many megapixels, but the pixels differ from a
+full decode (libjpeg's DCT scaling is a box-like filter, not Pillow's antialiased bilinear), so
+it is off by default; docs/preprocessing-jpeg-draft.md has its measured effect on MobileNetV2.
 
 Pillow's process-wide decompression-bomb guard (Image.MAX_IMAGE_PIXELS, by default a warning past
 89 M pixels and an error past 179 M) is left as it is, as a backstop; our per-call `max_pixels`
@@ -83,6 +88,8 @@ class ImageSpec:
     """Per channel, on the [0, 1] scale; one value applies to every channel."""
     std: tuple[float, ...] = (1.0,)
     interpolation: Interpolation = "bilinear"
+    jpeg_draft: bool = False
+    """Decode big JPEGs at a reduced DCT scale (faster, pixels not equal to a full decode)."""
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -109,6 +116,7 @@ class ImageSpec:
 
         Keys: image_size ("224" or "H,W"; default dims), resize_size, color ("rgb" or
         "grayscale"; default from dims), mean and std (comma-separated), interpolation.
+        jpeg_draft ("true" / "false", default false) turns on reduced-scale JPEG decoding.
         A -1 (dynamic) dimension needs the matching key. Raises ValueError on a bad config.
         """
         if len(dims) != 3:
@@ -141,6 +149,7 @@ class ImageSpec:
             mean=_floats(params, "mean") if "mean" in params else (0.0,),
             std=_floats(params, "std") if "std" in params else (1.0,),
             interpolation=cast(Interpolation, interpolation),
+            jpeg_draft=_flag(params, "jpeg_draft"),
         )
 
 
@@ -162,9 +171,11 @@ def decode_image(
     spec: ImageSpec,
     limits: ImageLimits = ImageLimits(),
     *,
-    fast_jpeg: bool = True,
+    fast_jpeg: bool | None = None,
 ) -> npt.NDArray[np.float32]:
     """Decode and preprocess one image into a C-contiguous float32 array of shape C×H×W.
+
+    `fast_jpeg` overrides the spec's `jpeg_draft` (None: the spec decides).
 
     Raises InvalidInputError for empty, oversized, truncated or undecodable bytes.
     """
@@ -180,7 +191,8 @@ def decode_image(
         with Image.open(io.BytesIO(data), formats=_FORMATS) as im:
             fmt = f"{im.format} image"
             _check_pixels(im.size, limits)
-            if fast_jpeg and im.format in ("JPEG", "MPO"):
+            draft = spec.jpeg_draft if fast_jpeg is None else fast_jpeg
+            if draft and im.format in ("JPEG", "MPO"):
                 _draft(im, spec)
             im.load()
             ImageOps.exif_transpose(im, in_place=True)
@@ -319,6 +331,13 @@ def _crop_and_normalise(pixels: npt.NDArray[np.uint8], spec: ImageSpec) -> npt.N
     out -= np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     out /= np.asarray(spec.std, dtype=np.float32)[:, None, None]
     return out
+
+
+def _flag(params: Mapping[str, str], key: str) -> bool:
+    value = params.get(key, "false").strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValueError(f"{key} must be true or false, got {params[key]!r}")
+    return value in ("true", "1")
 
 
 def _ints(params: Mapping[str, str], key: str) -> tuple[int, ...]:

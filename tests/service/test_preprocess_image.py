@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import time
@@ -312,10 +313,12 @@ def test_big_jpeg_is_decoded_at_reduced_scale(photos, monkeypatch):
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
-    fast = decode_image(big, IMAGENET)
+    full = decode_image(big, IMAGENET)
+    assert scales == []  # off by default: a full decode, as torchvision does
+    fast = decode_image(big, dataclasses.replace(IMAGENET, jpeg_draft=True))
     assert scales == [8]  # 4000 x 3000 decoded as 500 x 375
-    full = decode_image(big, IMAGENET, fast_jpeg=False)
-    assert scales == [8]  # not called
+    assert np.array_equal(decode_image(big, IMAGENET, fast_jpeg=True), fast)
+    assert scales == [8, 8]
     assert np.abs(fast - full).mean() < 0.02
     assert np.abs(fast - full).max() < 0.5
 
@@ -350,6 +353,8 @@ def test_spec_from_parameters():
     assert ImageSpec.from_parameters({}, [3, 32, 32]).mean == (0.0, 0.0, 0.0)
     spec = ImageSpec.from_parameters({"image_size": "96,128", "color": "grayscale"}, [1, -1, -1])
     assert (spec.height, spec.width, spec.channels) == (96, 128, 1)
+    assert not spec.jpeg_draft
+    assert ImageSpec.from_parameters({"jpeg_draft": " True"}, [3, 32, 32]).jpeg_draft
 
 
 @pytest.mark.parametrize(
@@ -363,6 +368,7 @@ def test_spec_from_parameters():
         ({"std": "0.5,0,0.5"}, [3, 224, 224], "positive"),
         ({"interpolation": "lanczos"}, [3, 224, 224], "interpolation"),
         ({"resize_size": "0"}, [3, 224, 224], "positive"),
+        ({"jpeg_draft": "yes"}, [3, 224, 224], "jpeg_draft must be true or false"),
         ({}, [3, -1, -1], "image_size"),
         ({}, [224, 224], "C×H×W"),
         ({}, [2, 8, 8], "channels"),
