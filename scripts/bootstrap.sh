@@ -2,8 +2,8 @@
 # Idempotent environment set-up for convserve: Debian packages, a virtual environment in .venv,
 # the project with its extras, generated protobuf stubs. A second run only checks and exits.
 #
-#   scripts/bootstrap.sh serve   # what `make serve` needs (serving + training to build defaults)
-#   scripts/bootstrap.sh test    # what `make test` needs (adds dev tools, data and test tools)
+#   scripts/bootstrap.sh serve   # what `make serve` needs: serving + exporting the shipped weights
+#   scripts/bootstrap.sh test    # what `make test` needs (adds training data, dev and test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-serve}"
@@ -11,9 +11,10 @@ PY="${PYTHON:-python3}"
 VENV=.venv
 
 # Debian packages, one list per need (scripts/packages/*.txt, comments allowed): `serve` takes
-# serve.txt and train.txt (build-defaults trains the defaults); `test` adds test.txt (the tools
-# the tests drive).
-lists=(serve train); [[ "$MODE" == test ]] && lists+=(test)
+# serve.txt only (build-defaults exports the shipped weights/, no training data needed); `test`
+# adds train.txt (the training data: tests train, `build-defaults --retrain` too) and test.txt
+# (the tools the tests drive).
+lists=(serve); [[ "$MODE" == test ]] && lists+=(train test)
 want=()
 for l in "${lists[@]}"; do
   mapfile -t -O "${#want[@]}" want < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "scripts/packages/$l.txt")
