@@ -13,7 +13,9 @@ One command makes the folder from a ``convserve train`` checkpoint, for any task
 ``card.json`` holds: ``name``, ``arch``, ``model_kwargs``, ``task``, ``parameters``, ``classes``,
 ``preprocessing`` (what export writes into the serving config), ``data`` (dataset, split sizes,
 sources with licences), ``recipe`` (the ``TrainConfig`` fields that define the run) and
-``command`` (the same as a ``convserve train`` command line), ``seed``, ``epochs``, ``training``
+``command`` (the same as a ``convserve train`` command line), ``seed``, ``epochs``,
+``shipped_checkpoint`` (``last``, or ``best`` when the checkpoint is an earlier epoch: best.pt,
+chosen by the data's selection metric), ``training``
 (hardware, torch threads, torch version, wall time), ``metrics`` (the shipped epoch's validation
 metrics plus the extra JSON's), ``history`` (per epoch), ``limitations``, ``weights`` (file,
 bytes, sha256) and ``curves``.
@@ -164,6 +166,8 @@ def _card(
     hardware = dict(ckpt.get("hardware") or describe_hardware())
     recipe = recipe_of(ckpt)
     final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+    epoch = int(ckpt["epoch"])
+    last = recipe.get("epochs") is None or epoch >= int(recipe["epochs"])
     metrics: dict[str, Any] = {**final, **more.get("metrics", {})}
     return {
         "format": CARD_FORMAT,
@@ -184,7 +188,13 @@ def _card(
         "command": train_command(recipe, hardware.get("torch_threads")),
         "seed": ckpt.get("seed"),
         "epochs": int(ckpt["epoch"]),
-        "shipped_epoch": "last (the final epoch; never chosen on the test split)",
+        "shipped_checkpoint": "last" if last else "best",
+        "shipped_epoch": (
+            f"epoch {epoch} of {recipe['epochs']}, the last"
+            if last
+            else f"epoch {epoch} of {recipe['epochs']}, the best by {ckpt.get('best_metric')} "
+            f"on the {ckpt.get('val_split')} split"
+        ),
         "training": {
             **hardware,
             "wall_seconds": round(sum(float(h.get("seconds", 0.0)) for h in history), 1),

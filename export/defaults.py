@@ -162,19 +162,21 @@ def _trained_source(
     plan: TrainConfig, card: dict[str, Any] | None, log: Callable[[str], None]
 ) -> tuple[ExportSource, float, float | None]:
     """Train (or reuse a finished run of) ``plan``: (source of its last epoch, seconds, top-1)."""
-    last = plan.out / f"{plan.arch}-{plan.dataset}" / "last.pt"
-    seconds = 0.0
+    run_dir = plan.out / f"{plan.arch}-{plan.dataset}"
+    last, seconds = run_dir / "last.pt", 0.0
     if _reusable(last, plan):
         log(f"{plan.arch}: reusing the finished training run {last}")
     else:
         result = train(plan, log=log)
         last, seconds = result.last, result.seconds
+    if card is not None and card.get("shipped_checkpoint") == "best":
+        last = run_dir / "best.pt"  # the card shipped the epoch its selection metric chose
     history = load_checkpoint(last).get("history", [])
     top1 = float(history[-1]["val_top1"]) if history else None
     if card is not None and top1 is not None:
         shipped = card["metrics"].get("val_top1")
         log(f"{card['name']}: retrained top-1 {top1:.4f}, card {shipped}")
-    return source_from_checkpoint(last), seconds, top1  # the last epoch, as shipped
+    return source_from_checkpoint(last), seconds, top1  # the epoch the card shipped
 
 
 def build_one(

@@ -143,3 +143,17 @@ def test_ship_command_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     code = main(["ship", str(run), "--name", "x", "--weights-dir", str(tmp_path),
                  "--metrics", str(bad)])  # fmt: skip
     assert code == 1 and "must hold a JSON object" in capsys.readouterr().err
+
+
+def test_an_earlier_epoch_ships_as_best(run: Path, tmp_path: Path) -> None:
+    from export.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(run)
+    ckpt.update(epoch=1, history=ckpt["history"][:1], best_metric="val_balanced_accuracy")
+    save_checkpoint(ckpt, tmp_path / "best.pt")
+    card = read_card(ship(tmp_path / "best.pt", "early", tmp_path / "weights"))
+    assert card["shipped_checkpoint"] == "best"
+    assert (
+        card["shipped_epoch"] == "epoch 1 of 2, the best by val_balanced_accuracy on the test split"
+    )
+    assert read_card(ship(run, "final", tmp_path / "weights"))["shipped_checkpoint"] == "last"
