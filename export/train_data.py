@@ -9,9 +9,12 @@ model was trained on and what the server feeds it cannot drift apart.
   size (32 for LeNet-5 and the small variants), mean/std 0.2860/0.3530; training augmentation is a
   random crop after zero-padding by 2 and a horizontal flip. Validation is the 10k test split.
 * ``speech``: the corpus of ``export.data.speech`` (1 s windows at 16 kHz, no_speech/speech;
-  ``speech_windows`` = (train, val) sizes to build, default the corpus's own); augmentation is a
-  random circular roll and a random gain of ±6 dB (``speech_cnn`` normalises loudness itself;
-  the gain matters for architectures that do not).
+  ``speech_windows`` = (train, val) sizes to build, the test split as large as val; default the
+  corpus's own sizes). Validation is the corpus's ``val`` split: whole speakers, voices, packages
+  and generators that training never hears, so it measures generalisation to new sources (the
+  ``test`` split, other held-out sources, is never used here). Augmentation is a random circular
+  roll, a random polarity and a random gain of ±6 dB (``speech_cnn`` is loudness-invariant itself;
+  the gain matters for architectures that are not).
 * a directory: ImageFolder layout. ``PATH/train`` + ``PATH/val`` (or ``PATH/test``) when present,
   otherwise a seeded 90/10 split of ``PATH`` itself.
 
@@ -85,7 +88,8 @@ class WaveformDataset(Dataset[tuple[Tensor, int]]):
         if self.augment:
             shift = int(torch.randint(0, x.shape[0], ()).item())
             gain_db = float(torch.empty(()).uniform_(-6.0, 6.0).item())
-            x = torch.roll(x, shift) * (10.0 ** (gain_db / 20.0))
+            sign = 1.0 if torch.rand(()) < 0.5 else -1.0  # polarity carries no information
+            x = torch.roll(x, shift) * (sign * 10.0 ** (gain_db / 20.0))
         return x, int(self.labels[index])
 
 
@@ -140,7 +144,7 @@ def _speech(
     from export.data import speech
 
     # The corpus is data, not part of the run: seed 0 always, so every run shares one cached build.
-    sizes = {"n_train": windows[0], "n_val": windows[1]} if windows else {}
+    sizes = {"n_train": windows[0], "n_val": windows[1], "n_test": windows[1]} if windows else {}
     corpus = speech.build_speech_corpus(cache_dir, seed=0, progress=progress, **sizes)
     tr = subset_indices(len(corpus.y_train), limit, seed)
     va = subset_indices(len(corpus.y_val), eval_limit, seed + 1)
@@ -153,6 +157,7 @@ def _speech(
         classes=list(SPEECH_CLASSES),
         input=AudioInput(sample_rate=int(speech.SAMPLE_RATE), window_samples=window),
         model_kwargs={"num_classes": len(SPEECH_CLASSES)},
+        select_metric="val_balanced_accuracy",  # on held-out sources, not the last epoch
     )
 
 

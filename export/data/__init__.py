@@ -10,6 +10,10 @@ Modules, one concern each:
 * ``wad`` / ``midi`` — Doom WAD lumps, DMX sounds, the voice exclusion rule, MUS → MIDI;
 * ``audio_tools``    — external renderers (espeak-ng, flite, sox, fluidsynth) and audio I/O;
 * ``speech_sources`` — voices and source rendering for the speech corpus; ``speech_text`` its text;
+* ``speech_packages`` — recorded speech and sounds shipped by Debian packages, and their splits;
+* ``speech_synth``   — NumPy-synthesised events, steady noises and near-silence;
+* ``speech_channel`` — reverberation, telephone band, GSM and mu-law round trips;
+* ``speech_mix``     — how windows are drawn from sources (the label rule, mixing);
 * ``speech``         — :func:`build_speech_corpus`, cached 1 s windows labelled speech / no speech;
 * ``speech_dataset`` — :class:`SpeechWindowDataset` with train-time augmentation.
 """

@@ -5,17 +5,19 @@ and rendered afterwards, in threads, each job a pure function of its plan — so
 same whatever order the renders finish in.
 
 * **speech** — espeak-ng (languages × voice variants, speed 120–220 wpm, pitch 20–80, word gap) and
-  flite (kal/kal16, awb, rms, slt; duration stretch and pitch varied), reading 2–3 items drawn from
+  flite (kal/kal16, awb, rms; duration stretch and pitch varied), reading 2–3 items drawn from
   :mod:`export.data.speech_text`. Non-English languages read the English text with their
   own letter-to-sound rules; that is wanted, it gives speech sounds of many languages. A voice
-  identity is ``espeak:<language>+<variant>`` or ``flite:<speaker>``; the validation split holds out
-  whole languages, whole variants and one flite speaker (see :func:`split_voices`).
+  identity is ``espeak:<language>+<variant>`` or ``flite:<speaker>``; val and test hold out whole
+  languages, whole variants and one flite speaker each (see :func:`split_voices`). flite's
+  ``slt`` voice is reserved for independent evaluation and never used.
 * **music** — 20 s excerpts of the Freedoom soundtrack (MIDI, or MUS converted), fluidsynth + a GM
-  soundfont. Validation holds out whole songs.
+  soundfont: TimGM6mb for train and val, csound's GM bank for test (an instrument set no other
+  split hears). Val and test hold out whole songs.
 * **synth** — sox-generated coloured noise (filtered, tremolo), tones, sweeps, plucked chords,
   beeps and hum. sox runs with ``-R`` (repeatable), so its noise is deterministic.
 * **effects** — Freedoom's sound effects minus every voice (:func:`export.data.wad.is_voice_sound`).
-  Validation holds out whole effects.
+  Val and test hold out whole effects.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from numpy.typing import NDArray
 
 from export.data.audio_tools import (
     SAMPLE_RATE,
+    TOOL_TIMEOUT_S,
     find_soundfont,
     read_wav_16k,
     require_tool,
@@ -61,13 +65,15 @@ ESPEAK_VARIANTS = (
 )
 # fmt: on
 # flite speaker -> the flite voices that are that speaker (kal and kal16 are one man at 8/16 kHz).
+# flite's slt voice is reserved for independent evaluation: never listed here.
 FLITE_SPEAKERS: dict[str, tuple[str, ...]] = {
     "kal": ("kal16", "kal"),
     "awb": ("awb",),
     "rms": ("rms",),
-    "slt": ("slt",),
 }
-_FLITE_F0 = {"kal": (90, 140), "awb": (90, 140), "rms": (85, 130), "slt": (150, 230)}
+FLITE_SPLIT = {"train": ["kal"], "val": ["rms"], "test": ["awb"]}
+_FLITE_F0 = {"kal": (90, 140), "awb": (90, 140), "rms": (85, 130)}
+SPLITS = ("train", "val", "test")
 FLITE_SHARE = 0.2  # fraction of speech renders made with flite
 
 
@@ -77,7 +83,7 @@ class Source:
 
     kind: str  # "speech" | "music" | "synth" | "effects"
     identity: str
-    split: str  # "train" | "val"
+    split: str  # "train" | "val" | "test"
     audio: NDArray[np.float32]
 
 
@@ -108,8 +114,8 @@ def _tool_output(command: list[str]) -> str:
     return (out.stdout + out.stderr).decode(errors="replace")
 
 
-def available_voices() -> tuple[list[str], list[str], list[str]]:
-    """``(espeak languages, espeak variants, flite speakers)`` both wanted and installed."""
+def available_voices() -> tuple[list[str], list[str]]:
+    """``(espeak languages, espeak variants)`` both wanted and installed; flite's are checked."""
     # `espeak-ng --voices` rows: "Pty Language Age/Gender VoiceName File Other"
     languages = set(re.findall(r"(?m)^\s*\d+\s+(\S+)", _tool_output(["espeak-ng", "--voices"])))
     variants = set(re.findall(r"!v/(\S+)", _tool_output(["espeak-ng", "--voices=variant"])))
@@ -117,32 +123,29 @@ def available_voices() -> tuple[list[str], list[str], list[str]]:
     langs = [lang for lang in ESPEAK_LANGUAGES if lang in languages]
     vars_ = [v for v in ESPEAK_VARIANTS if v in variants]
     speakers = [s for s, voices in FLITE_SPEAKERS.items() if voices[0] in flite]
-    if len(langs) < 4 or len(vars_) < 4 or len(speakers) < 2:
+    if len(langs) < 5 or len(vars_) < 5 or len(speakers) < len(FLITE_SPEAKERS):
         raise DatasetError(
             f"too few voices installed ({len(langs)} espeak-ng languages, {len(vars_)} variants, "
             f"{len(speakers)} flite speakers): apt-get install espeak-ng flite"
         )
-    return langs, vars_, speakers
+    return langs, vars_
 
 
 def split_voices(
     rng: np.random.Generator,
     languages: Sequence[str],
     variants: Sequence[str],
-    speakers: Sequence[str],
-    val_fraction: float = 0.2,
+    held_out: float = 0.2,
 ) -> dict[str, dict[str, list[str]]]:
-    """Hold out whole languages, whole variants and one flite speaker for validation."""
+    """Whole languages and whole variants for val and test (``held_out`` each); flite by table."""
 
-    def cut(items: Sequence[str], n_val: int) -> dict[str, list[str]]:
+    def cut(items: Sequence[str]) -> dict[str, list[str]]:
         order = [items[i] for i in rng.permutation(len(items))]
-        return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val])}
+        k = max(1, round(len(items) * held_out))
+        return {"val": sorted(order[:k]), "test": sorted(order[k : 2 * k]),
+                "train": sorted(order[2 * k :])}  # fmt: skip
 
-    return {
-        "languages": cut(languages, max(1, round(len(languages) * val_fraction))),
-        "variants": cut(variants, max(1, round(len(variants) * val_fraction))),
-        "flite": cut(speakers, 1),
-    }
+    return {"languages": cut(languages), "variants": cut(variants), "flite": dict(FLITE_SPLIT)}
 
 
 def plan_speech(
@@ -196,7 +199,7 @@ def music_songs(wads: Sequence[Path] = FREEDOOM_WADS) -> dict[str, bytes]:
 def plan_music(
     rng: np.random.Generator, songs: dict[str, bytes], names: Sequence[str], split: str, count: int
 ) -> list[Job]:
-    soundfont = str(find_soundfont())
+    soundfont = str(find_soundfont(test=split == "test"))
     jobs = []
     order = [names[i] for i in rng.permutation(len(names))]  # every song once before repeats
     for i in range(count):
@@ -205,10 +208,11 @@ def plan_music(
         start = float(rng.uniform(0.0, max(0.0, length - 25.0)))
         command = (
             "fluidsynth", "-n", "-i", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE),
-            "-T", "wav", "-F", "{out}", soundfont, "{midi}",
+            "-T", "raw", "-O", "s16", "-F", "{raw}", soundfont, "{midi}",
         )  # fmt: skip
         midi = midi_excerpt(songs[name], start, 20.0, name)
-        jobs.append(Job("music", name, split, (command,), midi=midi, seconds=20.0))
+        font = Path(soundfont).stem
+        jobs.append(Job("music", f"{name}@{font}", split, (command,), midi=midi, seconds=20.0))
     return jobs
 
 
@@ -258,6 +262,37 @@ def plan_synth(rng: np.random.Generator, split: str, count: int, first_id: int) 
     return jobs
 
 
+def _render_raw(args: list[str], out: Path, seconds: float) -> NDArray[np.float32]:
+    """Run a fluidsynth fast render to raw s16 stereo, stopping it once ``seconds`` are out.
+
+    Some Freedoom excerpts make fluidsynth 2.3 render forever (found: gigabytes of output for a
+    20 s excerpt whose tempo map says 20 s); the fast render is deterministic sample by sample,
+    so the first ``seconds`` are the same however late the process is stopped.
+    """
+    need = int(seconds * SAMPLE_RATE) * 4  # 2 channels x 2 bytes
+    proc = subprocess.Popen(
+        [require_tool(args[0]), *args[1:]],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    began = time.monotonic()
+    try:
+        while proc.poll() is None and (not out.exists() or out.stat().st_size < need):
+            if time.monotonic() - began > TOOL_TIMEOUT_S:
+                raise DatasetError(f"`{' '.join(args)[:200]}` timed out")
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    pcm = np.frombuffer(out.read_bytes()[:need], dtype="<i2")
+    if pcm.size < 2:
+        raise DatasetError(f"`{' '.join(args)[:200]}` rendered no audio")
+    stereo = pcm[: pcm.size // 2 * 2].reshape(-1, 2).astype(np.float32) / 32768.0
+    return np.asarray(stereo.mean(axis=1), dtype=np.float32)
+
+
 def render(job: Job) -> Source:
     """Run one job's commands in a temporary directory; return its 16 kHz mono clip."""
     with tempfile.TemporaryDirectory(prefix="convserve-render-") as tmp:
@@ -265,24 +300,30 @@ def render(job: Job) -> Source:
         files["{text}"].write_text(job.text, encoding="utf-8")
         files["{midi}"] = Path(tmp, "song.mid")
         files["{midi}"].write_bytes(job.midi)
+        files["{raw}"] = Path(tmp, "out.raw")
         for command in job.commands:
-            run_tool([str(files.get(arg, arg)) for arg in command])
-        audio = read_wav_16k(files["{out}"])
+            args = [str(files.get(arg, arg)) for arg in command]
+            if "{raw}" in command:
+                audio = _render_raw(args, files["{raw}"], job.seconds)
+            else:
+                run_tool(args)
+                audio = read_wav_16k(files["{out}"])
     if job.seconds:
         audio = audio[: int(job.seconds * SAMPLE_RATE)]
     return Source(job.kind, job.identity, job.split, audio)
 
 
-def effect_sources(rng: np.random.Generator, val_fraction: float = 0.2) -> list[Source]:
-    """Freedoom's non-voice sound effects at 16 kHz, whole effects held out for validation."""
+def effect_sources(rng: np.random.Generator, held_out: float = 0.2) -> list[Source]:
+    """Freedoom's non-voice sound effects at 16 kHz; whole effects held out for val and test."""
     effects = load_effects(FREEDOOM_WADS)
     names = sorted(effects)
-    if len(names) < 4:
+    if len(names) < 6:
         raise DatasetError("too few sound effects in the Freedoom WADs: apt-get install freedoom")
     order = [names[i] for i in rng.permutation(len(names))]
-    n_val = max(1, round(len(names) * val_fraction))
-    split = {name: ("val" if i < n_val else "train") for i, name in enumerate(order)}
+    k = max(1, round(len(names) * held_out))
+    split = {name: ("val" if i < k else "test" if i < 2 * k else "train")
+             for i, name in enumerate(order)}  # fmt: skip
     return [
-        Source("effects", f"effect:{name}", split[name], to_mono_16k(*effects[name]))
+        Source("effects", f"freedoom:{name}", split[name], to_mono_16k(*effects[name]))
         for name in names
     ]

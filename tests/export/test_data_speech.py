@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from export.data import audio_tools
+from export.data import audio_tools, speech_sources, speech_synth
 from export.data.errors import DatasetError
 from export.data.midi import MIDI_MAGIC, midi_excerpt, mus_to_midi, parse_midi, to_midi
 from export.data.speech import (
@@ -26,6 +26,7 @@ from export.data.speech import (
     default_cache_dir,
 )
 from export.data.speech_dataset import SpeechWindowDataset
+from export.data.speech_packages import PACKAGED
 from export.data.wad import (
     FREEDOOM_WADS,
     Wad,
@@ -38,8 +39,12 @@ from export.data.wad import (
 HAVE_WADS = all(p.is_file() for p in FREEDOOM_WADS)
 HAVE_TOOLS = all(shutil.which(t) for t in ("espeak-ng", "flite", "sox", "fluidsynth"))
 needs_wads = pytest.mark.skipif(not HAVE_WADS, reason="freedoom not installed")
+HAVE_PACKAGES = all(p.files() for p in PACKAGED) and all(
+    p.is_file() for p in (audio_tools.SOUNDFONT[0], audio_tools.TEST_SOUNDFONT[0])
+)
 needs_all = pytest.mark.skipif(
-    not (HAVE_WADS and HAVE_TOOLS), reason="espeak-ng/flite/sox/fluidsynth/freedoom missing"
+    not (HAVE_WADS and HAVE_TOOLS and HAVE_PACKAGES),
+    reason="speech corpus tools or packages missing (scripts/packages/train.txt)",
 )
 
 # The brief's list of monster and player vocalisations ("?" = any one trailing character),
@@ -210,71 +215,107 @@ def test_missing_tool_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with pytest.raises(DatasetError, match="apt-get install espeak-ng"):
         audio_tools.require_tool("espeak-ng")
     with pytest.raises(DatasetError, match="apt-get install"):
-        build_speech_corpus(tmp_path / "cache", n_train=10, n_val=4, progress=False)
+        build_speech_corpus(tmp_path / "cache", n_train=10, n_val=4, n_test=4, progress=False)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
 def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CONVSERVE_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path / "speech"
-    a = cache_path(None, seed=0, n_train=10, n_val=4)
+    a = cache_path(None, seed=0, n_train=10, n_val=4, n_test=4)
     assert a.parent == tmp_path / "speech" and a.suffix == ".npz"
-    assert a != cache_path(None, seed=1, n_train=10, n_val=4)
-    assert cache_path(tmp_path / "x", seed=0, n_train=10, n_val=4).parent == tmp_path / "x"
+    assert a != cache_path(None, seed=1, n_train=10, n_val=4, n_test=4)
+    assert a != cache_path(None, seed=0, n_train=10, n_val=4, n_test=6)
+    assert (
+        cache_path(tmp_path / "x", seed=0, n_train=10, n_val=4, n_test=4).parent == tmp_path / "x"
+    )
+
+
+SIZES = {"train": 40, "val": 21, "test": 24}
+TINY = {"seed": 7, "n_train": 40, "n_val": 21, "n_test": 24, "progress": False}
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> SpeechCorpus:
-    return build_speech_corpus(
-        tmp_path_factory.mktemp("speech-a"), seed=7, n_train=40, n_val=21, progress=False
-    )
+    if not (HAVE_WADS and HAVE_TOOLS and HAVE_PACKAGES):
+        pytest.skip("speech corpus tools or packages missing")
+    return build_speech_corpus(tmp_path_factory.mktemp("speech-a"), **TINY)
 
 
 @needs_all
 def test_tiny_corpus_shapes_balance_and_range(tiny: SpeechCorpus) -> None:
-    for x, y, kinds, n in (
-        (tiny.x_train, tiny.y_train, tiny.kind_train, 40),
-        (tiny.x_val, tiny.y_val, tiny.kind_val, 21),
-    ):
+    for split, n in SIZES.items():
+        d = tiny.split(split)
+        x, y, kinds = d["x"], d["y"], d["kind"]
         assert x.shape == (n, WINDOW_SAMPLES) and x.dtype == np.float32
         assert y.shape == (n,) and y.dtype == np.int64 and set(y.tolist()) == {0, 1}
         assert int(y.sum()) == n // 2  # balanced (odd n: one more non-speech window)
         assert np.isfinite(x).all() and np.abs(x).max() <= 1.0
         assert np.all((kinds == KIND_NAMES.index("speech")) == (y == 1))
-        assert np.abs(x).max(axis=1).min() > 0  # no empty window
+        assert np.abs(x).max(axis=1).min() > 0  # no empty window: dither at least
+        names = tiny.source_names(split)
+        assert d["src"].min() >= 0 and d["src"].max() < len(names)
+        # the level spreads over tens of dB (gain -45..0 dBFS), speech included
+        peak_db = 20 * np.log10(np.abs(x[y == 1]).max(axis=1))
+        assert peak_db.min() < -12 and peak_db.max() > -12
     assert WINDOW_SAMPLES == SAMPLE_RATE == tiny.metadata["sample_rate"]
     assert tiny.path is not None and tiny.path.is_file()
 
 
+# Drawn in every split on purpose: steady backgrounds and silence (see export.data.speech).
+SHARED = {"sox-synth", "synth:silence", *(f"synth:{n}" for n in speech_synth.NOISES)}
+
+
 @needs_all
-def test_tiny_corpus_val_holds_out_voices_songs_effects(tiny: SpeechCorpus) -> None:
-    meta = tiny.metadata
-    train, val = meta["sources"]["train"], meta["sources"]["val"]
-    for kind in ("speech", "music", "synth", "effects"):
-        assert train[kind] and val[kind], kind
-        assert not set(train[kind]) & set(val[kind]), kind
-    voices = meta["voices"]
+def test_tiny_corpus_splits_hold_out_whole_sources(tiny: SpeechCorpus) -> None:
+    pools = {s: {p["name"] for p in tiny.metadata["pools"][s]} for s in SIZES}
+    # Rendered pools keep one name in every split, with disjoint members (voices, songs, effects).
+    grouped = {"espeak-ng", "freedoom-effects", "freedoom-music@TimGM6mb"}
+    members = {s: set(tiny.metadata["members"][s]) for s in SIZES}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not (pools[a] & pools[b]) - SHARED - grouped, (a, b)
+        assert not {m for m in members[a] & members[b] if not m.startswith("synth:sox")}
+    assert any(m.startswith("speech:espeak:") for m in members["test"])
+    assert any(m.startswith("effects:freedoom:") for m in members["val"])
     for key in ("languages", "variants", "flite"):
-        assert not set(voices[key]["train"]) & set(voices[key]["val"]), key
-    for identity in val["speech"]:  # every val voice is made of held-out parts only
-        engine, _, name = identity.partition(":")
-        if engine == "flite":
-            assert name in voices["flite"]["val"]
-        else:
-            lang, variant = name.split("+")
-            assert lang in voices["languages"]["val"] and variant in voices["variants"]["val"]
+        parts = tiny.metadata["voices"][key]
+        assert not set(parts["train"]) & set(parts["val"]) and not set(parts["val"]) & set(
+            parts["test"]
+        ), key
+    songs = tiny.metadata["songs"]
+    assert not set(songs["train"]) & (set(songs["val"]) | set(songs["test"]))
+    for split in SIZES:  # the windows really come from their own split's sources
+        d = tiny.split(split)
+        used = {tiny.source_names(split)[i] for i in np.unique(d["src"])}
+        assert used <= pools[split] | {"synth:silence"}
+        speech_used = {tiny.source_names(split)[i] for i in np.unique(d["src"][d["y"] == 1])}
+        assert speech_used and not speech_used & SHARED
+
+
+def test_no_reserved_source_is_listed() -> None:
+    reserved = ("ktuberling", "pocketsphinx", "mbrola", "festival", "festvox", "alsa",
+                "sound-icons", "freedesktop", "fluid", "slt")  # fmt: skip
+    listed = [str(p.root / p.pattern).lower() + p.package.lower() for p in PACKAGED]
+    assert not [s for s in listed for r in reserved if r in s]
+    assert "slt" not in speech_sources.FLITE_SPEAKERS
+    assert "fluid" not in str(audio_tools.SOUNDFONT).lower() + str(audio_tools.TEST_SOUNDFONT)
+    names = [p.name for p in PACKAGED]
+    assert len(names) == len(set(names))
+    assert {p.split for p in PACKAGED} == {"train", "val", "test"}
+    assert all(k in ("speech", "music", "events") for k in {p.kind for p in PACKAGED})
 
 
 @needs_all
 def test_tiny_corpus_is_deterministic_and_cached(tiny: SpeechCorpus, tmp_path: Path) -> None:
-    again = build_speech_corpus(tmp_path / "b", seed=7, n_train=40, n_val=21, progress=False)
-    for name in ("x_train", "y_train", "x_val", "y_val", "kind_train", "kind_val"):
-        np.testing.assert_array_equal(getattr(again, name), getattr(tiny, name), err_msg=name)
-    assert again.metadata["sources"] == tiny.metadata["sources"]
+    again = build_speech_corpus(tmp_path / "b", **TINY)
+    for split in SIZES:
+        for name, value in again.split(split).items():
+            np.testing.assert_array_equal(value, tiny.split(split)[name], err_msg=name)
+    assert again.metadata["source_names"] == tiny.metadata["source_names"]
     assert tiny.path is not None
-    cached = build_speech_corpus(tiny.path.parent, seed=7, n_train=40, n_val=21, progress=False)
+    cached = build_speech_corpus(tiny.path.parent, **TINY)
     np.testing.assert_array_equal(cached.x_train, tiny.x_train)
-    other = build_speech_corpus(tmp_path / "c", seed=8, n_train=40, n_val=21, progress=False)
+    other = build_speech_corpus(tmp_path / "c", **{**TINY, "seed": 8})
     assert not np.array_equal(other.x_train, tiny.x_train)
 
 

@@ -1,0 +1,193 @@
+"""Held-out-source evaluation of speech_cnn, with silero-vad side by side, per source.
+
+    .venv/bin/python -m benchmarks.speech.heldout --model weights/speech_cnn [--silero]
+
+Reads the speech corpus (built and cached by ``export.data.speech``; the default sizes unless
+given), scores its ``val`` and ``test`` splits, picks each detector's decision threshold on
+``val`` (maximum balanced accuracy; for silero-vad also its window aggregate), and reports on
+``test``, sources that neither training nor that choice saw: overall balanced accuracy and ROC
+AUC, then per source (speech sources: recall; non-speech sources: false-alarm rate; AUC of the
+source's windows against all windows of the other class) and per condition. Writes
+``heldout.json`` and ``heldout.md`` into ``--out``. ``--limit N`` scores a seeded stratified
+subset of N windows per split (the test suite runs it that way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.speech import metrics  # noqa: E402
+from benchmarks.speech.scorers import Silero, SpeechCNN, aggregate  # noqa: E402
+from export.data.speech import KIND_NAMES, SpeechCorpus, build_speech_corpus  # noqa: E402
+from export.data.speech_mix import COND_BITS  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "speech" / "results"
+
+
+def subset(y: NDArray[Any], limit: int | None, seed: int) -> NDArray[np.int64]:
+    """Seeded stratified subset of ``limit`` indices (half per class); all when no limit."""
+    if limit is None or limit >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(y == c))[: limit // 2] for c in (0, 1)]
+    return np.sort(np.concatenate(picks))
+
+
+def conditions(cond: NDArray[Any], x: NDArray[np.float32], kind: NDArray[Any]) -> dict[str, Any]:
+    peak_db = 20 * np.log10(np.abs(x).max(axis=1) + 1e-12)
+    masks = {name: (cond & bit) > 0 for name, bit in COND_BITS.items()}
+    channel = sum(COND_BITS[k] for k in ("reverb", "phone", "gsm", "mulaw", "narrow"))
+    masks["clean channel"] = (cond.astype(np.int64) & channel) == 0
+    masks["quiet (peak < -30 dBFS)"] = (peak_db < -30) & (kind != KIND_NAMES.index("silence"))
+    return masks
+
+
+def report(
+    corpus: SpeechCorpus, split: str, idx: NDArray[np.int64], scores: dict[str, NDArray[Any]],
+    thresholds: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
+    d = {k: v[idx] for k, v in corpus.split(split).items()}
+    names = corpus.source_names(split)
+    y = d["y"]
+    out: dict[str, Any] = {"overall": {}, "sources": {}, "conditions": {}}
+    for model, s in scores.items():
+        out["overall"][model] = metrics.summary(y, s, thresholds[model])
+    for source in np.unique(d["src"]):
+        mask = d["src"] == source
+        label = int(y[mask][0])
+        kind = KIND_NAMES[int(d["kind"][mask][0])] if label == 0 else "speech"
+        row: dict[str, Any] = {"kind": kind, "n": int(mask.sum())}
+        for model, s in scores.items():
+            r = metrics.rates(y[mask], s[mask], thresholds[model])
+            other = y != label
+            both = mask | other
+            r["roc_auc"] = metrics.roc_auc(y[both], s[both])
+            row[model] = r
+        out["sources"][names[source]] = row
+    for name, mask in conditions(d["cond"], d["x"], d["kind"]).items():
+        if mask.any():
+            out["conditions"][name] = {
+                "n": int(mask.sum()),
+                **{m: metrics.summary(y[mask], s[mask], thresholds[m]) for m, s in scores.items()},
+            }
+    return out
+
+
+def _fmt(v: float) -> str:
+    return "—" if v != v else f"{v:.3f}"  # nan -> dash
+
+
+def markdown(result: dict[str, Any]) -> str:
+    models = list(result["thresholds"])
+    lines = [f"# speech_cnn vs silero-vad on held-out sources ({result['split']} split)", ""]
+    lines.append("Thresholds (chosen on val): " + ", ".join(
+        f"{m} {result['thresholds'][m]:.3f}" for m in models) + (
+        f"; silero window aggregate: {result['silero_aggregate']}"
+        if "silero_aggregate" in result else ""))  # fmt: skip
+    lines += [
+        "",
+        "| model | balanced acc | ROC AUC | recall | false alarm | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        o = result["test"]["overall"][m]
+        lines.append(f"| {m} | {_fmt(o['balanced_accuracy'])} | {_fmt(o['roc_auc'])} | "
+                     f"{_fmt(o['recall'])} | {_fmt(o['false_alarm'])} | {o['n']} |")  # fmt: skip
+    head = "| source | kind | n | " + " | ".join(
+        f"{m} recall / FA | {m} AUC" for m in models) + " |"  # fmt: skip
+    lines += ["", "Per source (speech: recall; non-speech: false-alarm rate):", "", head,
+              "|" + "---|" * (3 + 2 * len(models))]  # fmt: skip
+    for name, row in sorted(
+        result["test"]["sources"].items(), key=lambda kv: (kv[1]["kind"], kv[0])
+    ):
+        cells = []
+        for m in models:
+            r = row[m]
+            value = r["recall"] if row["kind"] == "speech" else r["false_alarm"]
+            cells += [_fmt(value), _fmt(r["roc_auc"])]
+        lines.append(f"| {name} | {row['kind']} | {row['n']} | " + " | ".join(cells) + " |")
+    lines += ["", "Per condition (balanced accuracy):", ""]
+    lines += ["| condition | n | " + " | ".join(models) + " |", "|" + "---|" * (2 + len(models))]
+    for name, row in result["test"]["conditions"].items():
+        cells = [_fmt(row[m].get("balanced_accuracy", float("nan"))) for m in models]
+        lines.append(f"| {name} | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _val_accuracy(y: NDArray[Any], chunks: NDArray[np.float32], how: str) -> float:
+    score = aggregate(chunks, how)
+    return metrics.rates(y, score, metrics.best_threshold(y, score))["balanced_accuracy"]
+
+
+def evaluate(
+    model: Path, *, silero: bool, limit: int | None, cache_dir: Path | None,
+    sizes: dict[str, int], seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    corpus = build_speech_corpus(cache_dir, **sizes, progress=False)
+    idx = {s: subset(corpus.split(s)["y"], limit, seed + i) for i, s in enumerate(("val", "test"))}
+    x = {s: corpus.split(s)["x"][idx[s]] for s in idx}
+    y = {s: corpus.split(s)["y"][idx[s]] for s in idx}
+    ours = SpeechCNN(model)
+    began = time.perf_counter()
+    scores = {s: {"speech_cnn": ours.probs(x[s])} for s in idx}
+    seconds = {"speech_cnn": time.perf_counter() - began}
+    thresholds = {"speech_cnn": metrics.best_threshold(y["val"], scores["val"]["speech_cnn"])}
+    result: dict[str, Any] = {"split": "test", "model": str(model)}
+    if silero:
+        vad = Silero()
+        began = time.perf_counter()
+        chunks = {s: vad.chunk_probs(x[s]) for s in idx}
+        seconds["silero_vad"] = time.perf_counter() - began
+        best = max(("max", "kth"), key=lambda how: _val_accuracy(y["val"], chunks["val"], how))
+        for s in idx:
+            scores[s]["silero_vad"] = aggregate(chunks[s], best)
+        thresholds["silero_vad"] = metrics.best_threshold(y["val"], scores["val"]["silero_vad"])
+        result["silero_aggregate"] = best
+    result["thresholds"] = thresholds
+    result["seconds"] = seconds
+    result["corpus"] = {"path": str(corpus.path), **{k: corpus.metadata[k] for k in
+                        ("version", "seed", "n_train", "n_val", "n_test")}}  # fmt: skip
+    result["val"] = {"overall": {m: metrics.summary(y["val"], scores["val"][m], t)
+                                 for m, t in thresholds.items()}}  # fmt: skip
+    result["test"] = report(corpus, "test", idx["test"], scores["test"], thresholds)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", type=Path, required=True, help="weights dir, checkpoint or .onnx")
+    p.add_argument("--silero", action="store_true", help="also run silero-vad (fetched once)")
+    p.add_argument("--limit", type=int, help="score a stratified subset of N windows per split")
+    p.add_argument("--cache-dir", type=Path, help="speech corpus cache directory")
+    p.add_argument("--windows", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                   help="corpus sizes (default: the corpus's own)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=RESULTS, help="where heldout.{json,md} go")
+    args = p.parse_args(argv)
+    sizes = (
+        dict(zip(("n_train", "n_val", "n_test"), args.windows, strict=True)) if args.windows else {}
+    )
+    result = evaluate(
+        args.model, silero=args.silero, limit=args.limit, cache_dir=args.cache_dir, sizes=sizes
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "heldout.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    text = markdown(result)
+    (args.out / "heldout.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
