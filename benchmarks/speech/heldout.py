@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.speech import metrics  # noqa: E402
-from benchmarks.speech.scorers import Silero, SpeechCNN, aggregate  # noqa: E402
+from benchmarks.speech.scorers import SILERO_VERSION, Silero, SpeechCNN, aggregate  # noqa: E402
 from export.data.speech import KIND_NAMES, SpeechCorpus, build_speech_corpus  # noqa: E402
 from export.data.speech_mix import COND_BITS  # noqa: E402
 
@@ -155,6 +155,7 @@ def evaluate(
             scores[s]["silero_vad"] = aggregate(chunks[s], best)
         thresholds["silero_vad"] = metrics.best_threshold(y["val"], scores["val"]["silero_vad"])
         result["silero_aggregate"] = best
+        result["silero_version"] = SILERO_VERSION
     result["thresholds"] = thresholds
     result["seconds"] = seconds
     result["corpus"] = {"path": str(corpus.path), **{k: corpus.metadata[k] for k in

@@ -18,6 +18,7 @@ into ``.cache/silero`` and the ONNX file read out of the wheel. It is never a de
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -114,7 +115,9 @@ def speech_cnn_onnx(source: Path, workdir: Path) -> Path:
     from export.models import get_model
 
     file = source / "model.safetensors" if source.is_dir() else source
-    model = get_model("speech_cnn")
+    card = file.with_name("card.json")
+    kwargs = json.loads(card.read_text()).get("model_kwargs", {}) if card.is_file() else {}
+    model = get_model("speech_cnn", **kwargs)
     model.load_state_dict(load_file(str(file)))
     with torch.no_grad():
         return _export(model, workdir / "model.onnx")
@@ -124,9 +127,8 @@ class SpeechCNN:
     """Our model: speech probability of (N, 16000) windows."""
 
     def __init__(self, source: Path, threads: int = 1) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="speech-bench-")
-        self.path = speech_cnn_onnx(source, Path(self._tmp.name))
-        self.sess = session(self.path, threads)
+        with tempfile.TemporaryDirectory(prefix="speech-bench-") as tmp:
+            self.sess = session(speech_cnn_onnx(source, Path(tmp)), threads)  # read into memory
         self.input = self.sess.get_inputs()[0].name
 
     def probs(self, windows: NDArray[np.float32], batch: int = 256) -> NDArray[np.float32]:
