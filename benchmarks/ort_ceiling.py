@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.config import CONFIG_FILENAME, load_spec, parse_config
+from service.config import read_spec
 from service.runtime import OrtRuntime
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -44,8 +44,7 @@ def measure_model(
     intra_op_threads: int = 0,
 ) -> dict[str, Any]:
     model_dir = repository / model
-    config = parse_config(model_dir / CONFIG_FILENAME, default_max_queue_size=1024)
-    spec = load_spec(model_dir, config, default_max_queue_size=1024)
+    spec = read_spec(model_dir)
     version = max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     runtime = OrtRuntime(
         version / spec.model_filename, spec, "cpu", intra_op_threads=intra_op_threads

@@ -60,9 +60,10 @@ from service._proto.convserve.v1 import inference_pb2 as tpb  # noqa: E402
 from service._proto.convserve.v1 import inference_pb2_grpc as tpb_grpc  # noqa: E402
 from service._proto.inference import grpc_service_pb2 as kpb  # noqa: E402
 from service._proto.inference import grpc_service_pb2_grpc as kpb_grpc  # noqa: E402
-from service.config import ModelSpec, load_spec, parse_config  # noqa: E402
+from service.config import read_spec  # noqa: E402
 from service.process import ServerProcess, ServerStartError, loopback_env, serve_command  # noqa: E402
 from service.servicers import converters  # noqa: E402
+from service.spec import ModelSpec  # noqa: E402
 
 COUNTER = re.compile(r"^convserve_requests_total\{([^}]*)\} (\S+)$", re.M)
 LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -153,8 +154,7 @@ def read_specs(repository: Path, names: tuple[str, ...]) -> dict[str, ModelSpec]
     for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
         if names and model_dir.name not in names:
             continue
-        config = parse_config(model_dir / "config.pbtxt", default_max_queue_size=1024)
-        spec = load_spec(model_dir, config, default_max_queue_size=1024)
+        spec = read_spec(model_dir)
         if spec.task in ("image_classification", "speech_detection", "generic"):
             specs[spec.name] = spec
     missing = set(names) - set(specs)
@@ -251,10 +251,7 @@ def make_items(specs: dict[str, ModelSpec], per_model: int, seed: int) -> list[I
 
 
 def _outputs(reply: kpb.ModelInferResponse) -> dict[str, np.ndarray]:
-    return {
-        o.name: converters.from_raw(o.name, o.datatype, list(o.shape), raw)
-        for o, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
-    }
+    return converters.raw_tensors(reply.outputs, reply.raw_output_contents)
 
 
 def mismatch(item: Item, reply: Any) -> str | None:
@@ -299,10 +296,7 @@ def _check_reference(repository: Path, item: Item) -> str | None:
         session = cache[item.model] = ort.InferenceSession(
             str(path), providers=["CPUExecutionProvider"]
         )
-    feed = {
-        t.name: converters.from_raw(t.name, t.datatype, list(t.shape), raw)
-        for t, raw in zip(request.inputs, request.raw_input_contents, strict=True)
-    }
+    feed = converters.raw_tensors(request.inputs, request.raw_input_contents)
     names = list(item.expected)
     for name, want in zip(names, session.run(names, feed), strict=True):
         if not np.allclose(item.expected[name], want, rtol=1e-4, atol=1e-5):

@@ -28,7 +28,8 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service._proto.inference import grpc_service_pb2 as pb
 from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from service.config import CONFIG_FILENAME, ModelSpec, load_spec, parse_config
+from service.config import read_spec
+from service.spec import ModelSpec
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -105,8 +106,7 @@ class NullServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 async def serve(args: argparse.Namespace) -> None:
     model_dir = args.repository / args.model
-    config = parse_config(model_dir / CONFIG_FILENAME, default_max_queue_size=1024)
-    spec = load_spec(model_dir, config, default_max_queue_size=1024)
+    spec = read_spec(model_dir)
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -116,7 +116,7 @@ async def serve(args: argparse.Namespace) -> None:
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        NullServicer(spec, pb.ModelConfigResponse(config=config)), server
+        NullServicer(spec, pb.ModelConfigResponse(config=spec.config)), server
     )
     port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()

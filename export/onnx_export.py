@@ -129,14 +129,15 @@ class Parity:
 
 
 def ort_session(path: Path, threads: int = 2) -> Any:
-    """A CPU ONNX Runtime session (the GPU build falls back to the CPU EP when asked)."""
+    """A CPU ONNX Runtime session with the serving options (service.session_options)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    from service.session_options import CPU, session_options
+
+    # The server's options, so parity is measured with the graph optimisations it will run.
+    opts = session_options(threads)
     opts.log_severity_level = 3  # FP16 graphs log one warning per cast inserted on CPU
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=[CPU])
 
 
 def check_parity(

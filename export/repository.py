@@ -21,7 +21,6 @@ reader polling the repository sees the final state one poll later.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -31,13 +30,12 @@ from types import TracebackType
 from typing import Any
 
 from export.errors import ExportError
+from service import layout
+from service.layout import CONFIG_FILENAME, LABELS_FILENAME
+from service.layout import DEFAULT_MODEL_FILENAME as MODEL_FILENAME
 
-MODEL_FILENAME = "model.onnx"
-CONFIG_FILENAME = "config.pbtxt"
-LABELS_FILENAME = "labels.txt"
 DEFAULT_MAX_QUEUE_DELAY_US = 1000
 DEFAULT_MAX_QUEUE_SIZE = 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _num(value: float) -> str:
@@ -201,7 +199,7 @@ def render_config(cfg: ModelConfig) -> str:
 
 
 def check_model_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not layout.PORTABLE_NAME.match(name):
         raise ExportError(
             f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (starting with a "
             "letter or digit), e.g. --name lenet5_fashion"
@@ -209,18 +207,9 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def versions(model_dir: Path) -> list[int]:
-    """The integer version directories of ``model_dir``, sorted."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def has_servable_version(model_dir: Path) -> bool:
-    """``config.pbtxt`` plus at least one version directory holding ``model.onnx``."""
-    return (model_dir / CONFIG_FILENAME).is_file() and any(
-        (model_dir / str(v) / MODEL_FILENAME).is_file() for v in versions(model_dir)
-    )
+# The version-folder and servable-model rules are the server's own (service.layout).
+versions = layout.versions
+has_servable_version = layout.has_servable_version
 
 
 @dataclass(frozen=True)
@@ -280,15 +269,14 @@ class VersionStage:
 
     def commit(self, config_text: str, labels: Sequence[str]) -> WrittenVersion:
         """Write config + labels into the stage and move everything into ``<repo>/<name>``."""
-        for label in labels:
-            if "\n" in label or "\r" in label:
-                raise ExportError(
-                    f"class name {label!r} contains a line break; labels.txt cannot hold it"
-                )
+        try:
+            labels_text = layout.labels_text(labels)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
         if not self.model_path.is_file():
             raise ExportError(f"nothing to commit: {self.model_path} was not written")
         try:
-            (self.dir / LABELS_FILENAME).write_text("".join(f"{x}\n" for x in labels), "utf-8")
+            (self.dir / LABELS_FILENAME).write_text(labels_text, "utf-8")
             (self.dir / CONFIG_FILENAME).write_text(config_text, "utf-8")
             self.committed = self._move_in()
         except OSError as exc:

@@ -9,7 +9,6 @@
     ├── ServerShuttingDownError    UNAVAILABLE: draining after SIGTERM
     ├── QueueFullError             RESOURCE_EXHAUSTED: the model's batch queue is full
     ├── DeadlineExceededError      DEADLINE_EXCEEDED: the deadline passed while queued
-    ├── RequestCancelledError      CANCELLED: the caller went away
     ├── RepositoryError            INTERNAL: start-up found no usable model repository
     └── InferenceError             INTERNAL: ONNX Runtime failed on a batch
 
@@ -67,10 +66,6 @@ class DeadlineExceededError(ConvserveError):
     status = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class RequestCancelledError(ConvserveError):
-    status = grpc.StatusCode.CANCELLED
-
-
 class RepositoryError(ConvserveError):
     status = grpc.StatusCode.INTERNAL
 
@@ -95,3 +90,10 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, kind):
             return code, message
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def brief(exc: BaseException, limit: int = 500) -> str:
+    """The first line of an exception's text, cut at `limit` characters (ONNX Runtime's errors
+    repeat the whole graph and can run to pages); the type name when it has no text."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

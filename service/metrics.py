@@ -2,15 +2,19 @@
 
 Names follow Prometheus conventions: `convserve_` prefix, base units (seconds, bytes), `_total`
 for counters. Latencies are histograms, not summaries, so percentiles aggregate across replicas.
-The gRPC layer updates the request metrics; the batcher the queue/compute/batch ones; the
-repository the per-model state ones.
+The call wrapper (service.calls) updates the request metrics; each batcher the
+queue/compute/batch ones; `ModelSeries` keeps the per-model state ones equal to what the
+repository reports (the server subscribes it to the repository's changes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -197,3 +201,68 @@ class Metrics:
             for monitor in self._gpus.values():
                 if monitor is not None:
                     monitor.close()
+
+
+class VersionView(Protocol):
+    """What the per-model series need to know about a served version (service.model)."""
+
+    version: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def requested_device(self) -> str: ...
+
+    @property
+    def gpu_ids(self) -> Sequence[int]: ...
+
+
+class ModelSeries:
+    """convserve_model_ready, _execution_provider and _requested_device_info of every model.
+
+    `update(name, versions, error)` is called after any change to a model. A version keeps its
+    ready series (at 0 once gone, so a dashboard sees it drop); provider and device series exist
+    only while the version is loaded. A model with no readable version (its config failed)
+    shows `version=""` at 0 until the error clears.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+        self._versions: dict[str, set[str]] = {}
+        self._providers: dict[str, set[tuple[str, str, str]]] = {}
+
+    def update(self, name: str, versions: Sequence[VersionView], error: str | None) -> None:
+        m = self._m
+        seen = self._versions.setdefault(name, set())
+        current = {v.version for v in versions}
+        for v in versions:
+            m.model_ready.labels(name, v.version).set(1 if v.ready else 0)
+        for version in seen - current - {""}:
+            m.model_ready.labels(name, version).set(0)
+        if error is not None and not versions:
+            m.model_ready.labels(name, "").set(0)
+            current.add("")
+        elif "" in seen:
+            with contextlib.suppress(KeyError):
+                m.model_ready.remove(name, "")
+        self._versions[name] = (seen | current) - ({""} - current)
+        live = {
+            (v.version, v.provider, v.requested_device) for v in versions if v.ready and v.provider
+        }
+        for version, provider, device in live:
+            m.execution_provider.labels(name, version, provider).set(1)
+            m.requested_device_info.labels(name, version, device).set(1)
+        for version, provider, device in self._providers.get(name, set()) - live:
+            with contextlib.suppress(KeyError):
+                m.execution_provider.remove(name, version, provider)
+            with contextlib.suppress(KeyError):
+                m.requested_device_info.remove(name, version, device)
+        self._providers[name] = live
+        for v in versions:
+            if v.ready:
+                for gpu in v.gpu_ids:
+                    m.track_gpu(gpu)

@@ -18,55 +18,24 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.config import ModelSpec, TensorSpec
-from service.errors import ModelLoadError, ModelNotReadyError
+from service import datatypes, devices
+from service.errors import ModelLoadError, ModelNotReadyError, brief
+from service.session_options import CPU, CUDA, TENSORRT, cuda_options, session_options
+from service.spec import ModelSpec, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
 GPU_PROVIDERS = (CUDA, TENSORRT)
 # Automatic intra-op threads: a CPU model whose smallest batch runs faster than this gets one
 # thread (OrtRuntime._fit_threads).
 SMALL_RUN_S = 200e-6
-
-# ONNX Runtime NodeArg.type → KServe datatype, to check config.pbtxt against the graph.
-_ORT_DATATYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
+CONV_ALGO_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 
 
 def parse_device(device: str) -> tuple[str, int]:
     """ "cuda:1" → ("cuda", 1); "auto"/"cpu"/"cuda" → (kind, 0)."""
     kind, _, index = device.partition(":")
     return kind, int(index) if index else 0
-
-
-def _cuda_options(device_id: int) -> dict[str, str]:
-    return {
-        "device_id": str(device_id),
-        # EXHAUSTIVE benchmarks every conv algorithm on each new input shape: seconds of stall on
-        # the first request of every batch size. HEURISTIC picks from cuDNN's heuristics at once.
-        "cudnn_conv_algo_search": "HEURISTIC",
-        # One stream for copies and compute: no cross-stream races with CPU-bound outputs.
-        "do_copy_in_default_stream": "1",
-        # Grow the arena by what is asked, not by doubling: a serving process keeps several models
-        # resident and doubling strands memory the other sessions could use.
-        "arena_extend_strategy": "kSameAsRequested",
-    }
 
 
 def _tensorrt_options(device_id: int, params: dict[str, str], model: str) -> dict[str, Any]:
@@ -88,9 +57,14 @@ def _tensorrt_options(device_id: int, params: dict[str, str], model: str) -> dic
 def choose_providers(spec: ModelSpec, device: str) -> list[str | tuple[str, dict[str, Any]]]:
     """Providers to ask ONNX Runtime for, best first; CPU is always the last resort."""
     kind, device_id = parse_device(device)
-    available = ort.get_available_providers()
-    if kind == "cpu" or (kind == "auto" and CUDA not in available):
+    if kind == "cpu":
         return [CPU]
+    if kind == "auto":
+        reason = devices.cuda_unavailable_reason()
+        if reason is not None:
+            devices.announce_cpu_fallback(reason)
+            return [CPU]
+    available = ort.get_available_providers()
     providers: list[str | tuple[str, dict[str, Any]]] = []
     accelerators = spec.config.optimization.execution_accelerators.gpu_execution_accelerator
     for accelerator in accelerators:
@@ -101,7 +75,11 @@ def choose_providers(spec: ModelSpec, device: str) -> list[str | tuple[str, dict
         else:
             params = dict(accelerator.parameters)
             providers.append((TENSORRT, _tensorrt_options(device_id, params, spec.name)))
-    providers += [(CUDA, _cuda_options(device_id)), CPU]
+    search = spec.parameters.get("cudnn_conv_algo_search", "HEURISTIC").strip().upper()
+    if search not in CONV_ALGO_SEARCHES:
+        logger.warning("%s: unknown cudnn_conv_algo_search %r, using HEURISTIC", spec.name, search)
+        search = "HEURISTIC"
+    providers += [(CUDA, cuda_options(device_id, search)), CPU]
     return providers
 
 
@@ -148,22 +126,15 @@ class OrtRuntime:
         return self.provider in GPU_PROVIDERS
 
     def _create(self, intra_op_threads: int) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = intra_op_threads
-        # Parallelism comes from batching and instances, not from running graph branches at once.
-        options.inter_op_num_threads = 1
-        # Idle ORT threads spin for a while by default; between batches they would burn cores that
-        # the decoding threads and other instances need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(
-                str(self.model_path), sess_options=options, providers=self._providers
+                str(self.model_path),
+                sess_options=session_options(intra_op_threads),
+                providers=self._providers,
             )
         except Exception as exc:  # ORT raises Fail/InvalidGraph/RuntimeException/...; all mean this
             raise ModelLoadError(
-                f"{self.model_path}: ONNX Runtime cannot load it: {_brief(exc)}"
+                f"{self.model_path}: ONNX Runtime cannot load it: {brief(exc)}"
             ) from None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -202,7 +173,7 @@ class OrtRuntime:
                 self.run(batch)
             except Exception as exc:
                 raise ModelLoadError(
-                    f"{self.model_path}: warm-up with batch size {size} failed: {_brief(exc)}"
+                    f"{self.model_path}: warm-up with batch size {size} failed: {brief(exc)}"
                 ) from None
         if self.intra_op_threads == 0 and not self.on_gpu:
             self._fit_threads({t.name: _random(rng, t, sizes[0]) for t in self.spec.inputs}, sizes)
@@ -274,7 +245,8 @@ def _compare(
     kind: str, spec: TensorSpec, ort_type: str, shape: list[Any], batching: bool
 ) -> list[str]:
     problems = []
-    datatype = _ORT_DATATYPES.get(ort_type, ort_type)
+    known = datatypes.by_onnx_type(ort_type)
+    datatype = known.name if known is not None else ort_type
     if datatype != spec.datatype:
         problems.append(
             f"{kind} {spec.name!r} is {datatype} in the model, {spec.datatype} in config"
@@ -307,9 +279,3 @@ def _random(rng: np.random.Generator, spec: TensorSpec, size: int | None) -> np.
         return rng.integers(0, 2, shape).astype(np.bool_)
     # Small non-negative integers are valid for index-like inputs (Gather, Embedding).
     return rng.integers(0, 2, shape).astype(spec.np_dtype)
-
-
-def _brief(exc: BaseException) -> str:
-    """First line of an ORT error: its full text repeats the graph and can run to pages."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:500] if lines else type(exc).__name__

@@ -24,8 +24,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -36,13 +35,16 @@ from service._proto.convserve.v1 import inference_pb2 as task_pb2
 from service._proto.convserve.v1 import inference_pb2_grpc as task_pb2_grpc
 from service._proto.inference import grpc_service_pb2 as kserve_pb2
 from service._proto.inference import grpc_service_pb2_grpc as kserve_pb2_grpc
+from service.calls import Admission, CallMetrics
+from service.dataplane import DataPlane
 from service.errors import ConvserveError, RepositoryError
-from service.metrics import Metrics
-from service.repository import ModelRepository, ModelState, ServedModel
+from service.metrics import Metrics, ModelSeries
+from service.model import ModelState, ServedModel
+from service.repository import ModelRepository
 from service.servicers.kserve import KServeServicer
-from service.servicers.rpc import Admission
 from service.servicers.task import TaskServicer
 from service.settings import Settings
+from service.tls import server_credentials, transport_security
 
 logger = logging.getLogger("service.server")
 
@@ -74,9 +76,11 @@ class Server:
             thread_name_prefix="preprocess",
         )
         self.admission = Admission()
-        self.task = TaskServicer(self.repository, settings, self.metrics, self._executor)
-        self.kserve = KServeServicer(self.repository, self.metrics)
-        self.task.admission = self.kserve.admission = self.admission
+        self.plane = DataPlane(self.repository, settings, self.metrics, self._executor)
+        calls = CallMetrics(self.metrics)
+        self.task = TaskServicer(self.plane, calls, self.admission)
+        self.kserve = KServeServicer(self.plane, calls, self.admission)
+        self._model_series = ModelSeries(self.metrics)
         self._grpc: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -104,7 +108,7 @@ class Server:
         # Health says NOT_SERVING (not unknown) for every service while the models load.
         for service in ("", TASK_SERVICE, KSERVE_SERVICE):
             await self.health.set(service, NOT_SERVING)
-        self.repository.on_state_change.append(self._on_state_change)
+        self.repository.on_change += [self._publish_model, self._on_change]
         server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", s.max_message_bytes),
@@ -145,13 +149,14 @@ class Server:
                         f"cannot bind metrics to {s.metrics_host}:{s.metrics_port}: {exc}"
                     ) from None
             await self.repository.start()
-            for name, versions in sorted(self.repository.list_models(), key=lambda m: m[0]):
+            for name in self.repository.names():
+                versions = self.repository.versions(name)
                 for v in versions:
                     logger.info(
                         "model %s version %s: %s on %s (requested device %s)%s",
                         name,
                         v.version,
-                        _state(v.state),
+                        v.state.value,
                         v.provider or "-",
                         v.requested_device or "-",
                         f": {v.reason}" if v.reason else "",
@@ -174,7 +179,7 @@ class Server:
         grace = self.settings.grace_period_s if grace is None else grace
         deadline = time.monotonic() + grace
         try:
-            self.kserve.shutting_down = True
+            self.plane.begin_shutdown()
             await self.health.enter_graceful_shutdown()
             if self._grpc is not None:
                 # New calls get UNAVAILABLE while the running ones finish; only then does gRPC
@@ -201,12 +206,15 @@ class Server:
         if self._grpc is not None:
             await self._grpc.wait_for_termination()
 
-    # The repository calls this on every state change of a version (from the event loop).
-    def _on_state_change(self, model: ServedModel) -> None:
+    def _publish_model(self, name: str) -> None:
+        repo = self.repository
+        self._model_series.update(name, repo.versions(name), repo.error(name))
+
+    # The repository calls this on every change to a model (from the event loop).
+    def _on_change(self, name: str) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        name = model.name
 
         def schedule() -> None:
             # Keep a reference: the loop holds only weak ones to tasks.
@@ -220,8 +228,7 @@ class Server:
             loop.call_soon_threadsafe(schedule)
 
     async def _refresh_health(self, name: str) -> None:
-        versions = next((v for n, v in self.repository.list_models() if n == name), [])
-        await self.health.set(name, _model_health(versions))
+        await self.health.set(name, _model_health(self.repository.versions(name)))
         await self._update_overall()
 
     async def _update_overall(self) -> None:
@@ -255,47 +262,6 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from settings (None: plaintext); mutual TLS when tls_client_ca is set.
-
-    The files are read once, here: replacing a certificate takes a restart (a rolling one, in
-    Kubernetes). Raises ConvserveError naming the file when one cannot be read or is not PEM.
-    """
-    if s.tls_cert is None or s.tls_key is None:
-        return None
-    cert = _read_pem(s.tls_cert, "tls-cert", b"CERTIFICATE")
-    key = _read_pem(s.tls_key, "tls-key", b"PRIVATE KEY")
-    client_ca = (
-        None
-        if s.tls_client_ca is None
-        else _read_pem(s.tls_client_ca, "tls-client-ca", b"CERTIFICATE")
-    )
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
-def transport_security(s: Settings) -> str:
-    if s.tls_cert is None:
-        return "plaintext"
-    return "mutual TLS" if s.tls_client_ca is not None else "TLS"
-
-
-def _read_pem(path: Path, flag: str, marker: bytes) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConvserveError(
-            f"--{flag} {str(path)!r}: cannot read it: {exc.strerror or exc}"
-        ) from None
-    # grpc only parses the PEM at the first handshake, where a bad file would surface as every
-    # client failing to connect; a missing marker is the common mistake (a DER file, a swapped
-    # cert and key), so catch it here.
-    if b"-----BEGIN " not in data or marker not in data:
-        raise ConvserveError(f"--{flag} {str(path)!r}: not a PEM file with a {marker.decode()}")
-    return data
-
-
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -322,12 +288,8 @@ def _check_repository(s: Settings) -> None:
         raise RepositoryError(f"model repository {str(repo)!r} holds no model folders {hint}")
 
 
-def _model_health(versions: list[Any]) -> int:
-    return int(SERVING if any(v.state == ModelState.READY for v in versions) else NOT_SERVING)
-
-
-def _state(state: Any) -> str:
-    return str(getattr(state, "value", state))
+def _model_health(versions: list[ServedModel]) -> int:
+    return int(SERVING if any(v.state is ModelState.READY for v in versions) else NOT_SERVING)
 
 
 def _host(host: str) -> str:

@@ -115,6 +115,13 @@ class Settings:
             "StreamDetectSpeech calls (RESOURCE_EXHAUSTED past it)."
         ),
     )
+    max_stream_seconds: float = dataclasses.field(
+        default=3600.0,
+        metadata=_limit(
+            "Longest StreamDetectSpeech stream, in seconds of audio (INVALID_ARGUMENT past it, "
+            "which ends the stream)."
+        ),
+    )
     grace_period_s: float = dataclasses.field(
         default=30.0,
         metadata=_limit(
@@ -356,6 +363,7 @@ def _validate(s: Settings) -> None:
     check(s.max_audio_seconds > 0, "max_audio_seconds", "positive")
     check(s.max_queue_size > 0, "max_queue_size", "positive")
     check(s.max_concurrent_streams > 0, "max_concurrent_streams", "positive")
+    check(s.max_stream_seconds > 0, "max_stream_seconds", "positive")
     check(s.grace_period_s >= 0, "grace_period_s", "zero or more")
     check(s.preprocess_threads >= 0, "preprocess_threads", "zero (auto) or more")
     check(s.intra_op_threads >= 0, "intra_op_threads", "zero (auto) or more")

@@ -1,20 +1,28 @@
-"""The ONNX Runtime session every peer server builds: convserve's CPU options, copied.
+"""The ONNX Runtime session every peer server builds: convserve's own options, not a copy.
 
-Kept free of convserve imports on purpose: the peers run in their own virtual environments
-(.cache/bench-venvs/<peer>), with plain `onnxruntime` (CPU). The options mirror
-service/runtime.py's OrtRuntime on the CPU execution provider; keep the two in step.
+The peers run in their own virtual environments (.cache/bench-venvs/<peer>, plain `onnxruntime`)
+where convserve is not installed, so service/session_options.py — which imports only onnxruntime
+— is loaded here by its path. tests/service/test_session_options.py checks that a session built
+through this module has the server's options.
 """
 
 from __future__ import annotations
 
-import onnxruntime as ort
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+OPTIONS_FILE = Path(__file__).resolve().parents[2] / "service" / "session_options.py"
 
 
-def cpu_session(path: str, intra_op_threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+def _options_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("convserve_session_options", OPTIONS_FILE)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {OPTIONS_FILE}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+session_options = _options_module()
+cpu_session = session_options.cpu_session

@@ -10,9 +10,10 @@ PyTriton starts a real Triton Inference Server (the binary inside the wheel) who
 backend hands each batch to this process's `infer` function. Triton's dynamic batcher does the
 batching with the same max_batch_size and max_queue_delay_microseconds as convserve's config.pbtxt;
 one model instance, like convserve's `instance_group { count: 1 }`. The ONNX Runtime session has
-convserve's CPU options (peers/ort_session.py). The server's KServe v2 gRPC endpoint is what
-perf_analyzer and our loadgen drive; no endpoint is token-protected
-(`TritonSecurityConfig(restricted_endpoints=[])`), since perf_analyzer sends no token.
+convserve's CPU options (service/session_options.py, loaded by peers/ort_session.py). The
+server's KServe v2 gRPC endpoint is what perf_analyzer and our loadgen drive; no endpoint is
+token-protected (`TritonSecurityConfig(restricted_endpoints=[])`), since perf_analyzer sends no
+token.
 
 On this machine the Triton binary needs the Python runtime's lib directory on LD_LIBRARY_PATH
 (run.py sets it). Prints `pytriton serving grpc=127.0.0.1:PORT` when the model is bound and

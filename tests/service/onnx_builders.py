@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.config import ModelSpec, load_spec, parse_config
+from service.config import read_spec
+from service.spec import ModelSpec
 
 OPSET = 17
 ECHO_TABLE = np.arange(10, dtype=np.float32) * 10 + 5  # y[:,1] = ECHO_TABLE[int(x[:,1])]
@@ -180,5 +181,4 @@ def write_model(
 
 
 def spec_of(model_dir: Path, default_max_queue_size: int = 1024) -> ModelSpec:
-    config = parse_config(model_dir / "config.pbtxt", default_max_queue_size=default_max_queue_size)
-    return load_spec(model_dir, config, default_max_queue_size=default_max_queue_size)
+    return read_spec(model_dir, default_max_queue_size=default_max_queue_size)

@@ -36,10 +36,10 @@ import pytest
 from service._proto.convserve.v1 import inference_pb2 as pb
 from service._proto.convserve.v1 import inference_pb2_grpc as pb_grpc
 from service._proto.inference import grpc_service_pb2_grpc as kpb_grpc
+from service.dataplane import postprocess
 from service.errors import INTERNAL_MESSAGE
 from service.preprocess.audio import AudioSpec, prepare_audio, split_windows
 from service.preprocess.image import ImageLimits, ImageSpec, decode_image
-from service.servicers import postprocess
 from service.settings import Settings
 from tests.service import bad_inputs
 from tests.service.bad_inputs import Case
@@ -82,7 +82,7 @@ class Ctx:
 
     def queue_depth(self, model: str) -> int:
         assert self.server.server is not None
-        return self.server.server.repository.get(model).queue_depth
+        return self.server.server.plane.models.resolve(model).queue_depth
 
 
 @pytest.fixture(scope="module")

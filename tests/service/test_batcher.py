@@ -17,17 +17,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from service.batcher import DynamicBatcher
-from service.config import ModelSpec
 from service.errors import (
     DeadlineExceededError,
     InferenceError,
-    InvalidInputError,
     ModelNotReadyError,
     QueueFullError,
     ServerShuttingDownError,
 )
 from service.metrics import Metrics
 from service.runtime import OrtRuntime
+from service.spec import ModelSpec
 from tests.service import onnx_builders
 
 pytestmark = pytest.mark.timeout(60)
@@ -268,17 +267,6 @@ async def test_failing_batch_fails_only_its_requests(
     await batcher.stop()
 
 
-@pytest.mark.parametrize("n", [0, 9])
-async def test_row_count_is_checked(models: Models, n: int) -> None:
-    batcher = DynamicBatcher(echo_spec(models), [FakeRuntime()], Metrics(), "1")
-    await batcher.start()
-    with pytest.raises(InvalidInputError, match="1 to 8 rows"):
-        await batcher.submit({"x": np.zeros((n, 2), np.float32)})
-    with pytest.raises(InvalidInputError, match="disagree"):
-        await batcher.submit({"x": rows(1), "z": np.zeros((2, 2), np.float32)})
-    await batcher.stop()
-
-
 async def test_stop_with_drain_finishes_queued_work(models: Models, gate: threading.Event) -> None:
     runtime = FakeRuntime(gate)
     spec = echo_spec(models, max_batch_size=1, buckets=(1,))
@@ -435,6 +423,8 @@ def test_every_request_is_answered_once_with_its_own_rows(
     lock = threading.Lock()
 
     class Recording:
+        on_gpu = False
+
         def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             x = inputs["x"]
             assert len(x) <= max_batch_size

@@ -21,7 +21,6 @@ EXPECTED = {
     "ServerShuttingDownError": grpc.StatusCode.UNAVAILABLE,
     "QueueFullError": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "DeadlineExceededError": grpc.StatusCode.DEADLINE_EXCEEDED,
-    "RequestCancelledError": grpc.StatusCode.CANCELLED,
     "RepositoryError": grpc.StatusCode.INTERNAL,
     "InferenceError": grpc.StatusCode.INTERNAL,
 }

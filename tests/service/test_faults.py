@@ -33,7 +33,7 @@ from service.errors import INTERNAL_MESSAGE
 from service.servicers import converters
 from tests.service import onnx_builders
 from tests.service.conftest import ServerThread, eventually, make_settings, png
-from tests.service.test_server import READY, _inflight, _serve
+from tests.service.test_server import _inflight, _serve
 
 pytestmark = pytest.mark.timeout(120)
 Stub = pb_grpc.GRPCInferenceServiceStub
@@ -187,7 +187,7 @@ def test_a_runtime_failure_fails_its_batch_only(
     bounds). Among concurrent requests, exactly those batched with such a row fail, with the
     generic INTERNAL message; every other request gets its own id back; the model keeps serving."""
     assert fault_server.server is not None
-    served = fault_server.server.repository.get("echo")
+    served = fault_server.server.plane.models.resolve("echo")
     runtime = served.runtimes[0]
     original = runtime.run
     batches: list[tuple[set[float], bool]] = []
@@ -218,7 +218,7 @@ def test_a_runtime_failure_fails_its_batch_only(
             assert "Gather" not in message and "indices" not in message  # ORT text stays in logs
         else:
             assert code == grpc.StatusCode.OK, (ident, code, message)
-            y = converters.from_raw("y", "FP32", [1, 2], reply.raw_output_contents[0])
+            y = converters.raw_tensors(reply.outputs, reply.raw_output_contents)["y"]
             assert y[0, 0] == ident and y[0, 1] == onnx_builders.ECHO_TABLE[int(ident) % 10]
     assert failing <= failed_batches  # the bad rows themselves failed
     assert len(failed_batches) < len(idents)  # and not everything did
@@ -250,7 +250,7 @@ def test_unload_while_requests_are_queued(fault_server: ServerThread, stub: Stub
     queued = [
         stub.ModelInfer.future(_echo(float(i), 1.0, "slow_echo"), timeout=20) for i in range(6)
     ]
-    eventually(lambda: repo.get("slow_echo").queue_depth == 6)
+    eventually(lambda: repo.versions("slow_echo")[-1].queue_depth == 6)
     stop = threading.Event()
     late: list[tuple[grpc.StatusCode, str]] = []
 
@@ -277,7 +277,7 @@ def test_unload_while_requests_are_queued(fault_server: ServerThread, stub: Stub
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc  # type: ignore[attr-defined]
             else:
-                y = converters.from_raw("y", "FP32", [1, 2], reply.raw_output_contents[0])
+                y = converters.raw_tensors(reply.outputs, reply.raw_output_contents)["y"]
                 assert y[0, 0] == i
         time.sleep(0.2)  # let the sender meet the unloaded model
     finally:
@@ -306,17 +306,13 @@ def test_sigterm_under_load_answers_every_accepted_request(
     at SIGTERM are answered OK, and the process exits 0 well within its grace period."""
     grace = 20.0
     proc = _serve(
-        "--repository", str(repository),
+        repository,
         "--load-models", "tiny_image,batchy,slow",
         "--grace-period-s", str(grace),
         "--log-level", "WARNING",
-    )  # fmt: skip
+    ).wait_ready()  # fmt: skip
     try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = proc.stdout.readline()
-        m = READY.search(line)
-        assert m, line + (proc.stderr.read() if proc.poll() is not None else "")
-        target, metrics = f"{m.group(1)}:{m.group(2)}", f"http://{m.group(3)}:{m.group(4)}/metrics"
+        target, metrics = str(proc.endpoint("grpc")), proc.url("metrics", "/metrics")
         image = png(rng.integers(0, 256, size=(8, 8), dtype=np.uint8))
         stop = threading.Event()
         lock = threading.Lock()
@@ -355,14 +351,9 @@ def test_sigterm_under_load_answers_every_accepted_request(
         assert not any(t.is_alive() for t in threads), "a client hung"
         exit_code = proc.wait(timeout=grace)
         stopped_s = time.monotonic() - sigterm
-        err = proc.stderr.read()
+        err = proc.stderr()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        proc.stop()
     assert exit_code == 0, err
     assert stopped_s < grace, stopped_s
     assert "Traceback" not in err, err
@@ -405,7 +396,7 @@ def test_draining_server_refuses_new_calls_and_finishes_queued_ones(
             )
             for _ in range(2)
         ]
-        eventually(lambda: thread.server.repository.get("slow").queue_depth == 2)  # type: ignore[union-attr]
+        eventually(lambda: thread.server.plane.models.resolve("slow").queue_depth == 2)  # type: ignore[union-attr]
         stopper = threading.Thread(target=thread.stop)
         stopper.start()
         eventually(lambda: thread.server.admission.closing)  # type: ignore[union-attr]

@@ -7,9 +7,9 @@ import dataclasses
 
 from PIL import Image
 
+from service.dataplane.speech import MAX_CHUNKS_IN_FLIGHT
 from service.preprocess.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from service.servicers.kserve import STREAM_WINDOW
-from service.servicers.task import MAX_CHUNKS_IN_FLIGHT
 from service.settings import Settings
 from tests.service.doc_sections import DOCS, check_section, table
 

@@ -1,5 +1,6 @@
-"""service.repository: start-up, failures beside good models, versions, runtime load/unload,
-reload without gaps, name validation, input validation, state hooks and metrics."""
+"""service.repository with the data plane's catalog beside it (which version answers is the
+catalog's rule): start-up, failures beside good models, versions, runtime load/unload, reload
+without gaps, name validation, change listeners and the model metrics they feed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.dataplane import Catalog
 from service.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -18,17 +20,36 @@ from service.errors import (
     RepositoryError,
     ServerShuttingDownError,
 )
-from service.metrics import Metrics
-from service.repository import ModelRepository, ModelState, ServedModel
+from service.metrics import Metrics, ModelSeries
+from service.model import ModelState, ServedModel
+from service.repository import ModelRepository
 from service.settings import Settings
+from service.spec import Task
 from tests.service import onnx_builders
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def make_repo(root: Path, **changes: object) -> ModelRepository:
+class Repo(ModelRepository):
+    """The repository plus the catalog's lookups that these tests drive it through."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, Metrics())
+        self.catalog = Catalog(self, settings)
+
+    def get(self, name: str, version: str = "") -> ServedModel:
+        return self.catalog.resolve(name, version)
+
+    def find(self, name: str, version: str = "") -> ServedModel | None:
+        return self.catalog.find(name, version)
+
+    def list_models(self) -> list[tuple[str, list[ServedModel]]]:
+        return [(n, self.versions(n)) for n in self.names()]
+
+
+def make_repo(root: Path, **changes: object) -> Repo:
     settings = Settings(repository=root, device="cpu", **changes)  # type: ignore[arg-type]
-    return ModelRepository(settings, Metrics())
+    return Repo(settings)
 
 
 def image(n: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -290,43 +311,23 @@ async def test_symlink_out_of_the_repository_is_rejected(tmp_path: Path) -> None
     await repo.close()
 
 
-async def test_infer_validates_inputs(tmp_path: Path) -> None:
-    onnx_builders.write_model(tmp_path, "a", max_batch_size=4)
-    repo = make_repo(tmp_path)
-    await repo.start()
-    model = repo.get("a")
-    x = image(2)["input"]
-    cases = [
-        ({"image": x}, "no input 'image'; inputs: input"),
-        ({"input": x, "extra": x}, "no input 'extra'"),
-        ({}, "missing input 'input'"),
-        ({"input": x.astype(np.float64)}, "input 'input' must be FP32, got FP64"),
-        ({"input": x.reshape(2, 16)},
-         r"must have shape \[-1, 1, 4, 4\] \(batch first\), got \[2, 16\]"),
-        ({"input": x[0]}, r"got \[1, 4, 4\]"),
-        ({"input": np.zeros((5, 1, 4, 4), np.float32)}, "batch size must be 1 to 4, got 5"),
-        ({"input": np.zeros((0, 1, 4, 4), np.float32)}, "batch size must be 1 to 4, got 0"),
-        ({"input": [[1.0]]}, "not an array"),
-    ]  # fmt: skip
-    for inputs, message in cases:
-        with pytest.raises(InvalidInputError, match=message):
-            await model.infer(inputs)  # type: ignore[arg-type]
-    assert (await model.infer({"input": x}))["logits"].shape == (2, 3)  # still fine
-    await repo.close()
-
-
 async def test_state_hooks_and_metrics(tmp_path: Path) -> None:
     onnx_builders.write_model(tmp_path, "a", instances=2, instance_kind="KIND_AUTO")
     repo = make_repo(tmp_path)
     seen: list[tuple[str, str]] = []
+    series = ModelSeries(repo.metrics)
 
-    def hook(model: ServedModel) -> None:
-        seen.append((model.version, model.state.value))
+    def hook(name: str) -> None:
+        versions = repo.versions(name)
+        seen.append((versions[0].version, versions[0].state.value) if versions else ("-", "gone"))
 
-    def broken_hook(model: ServedModel) -> None:
+    def publish(name: str) -> None:
+        series.update(name, repo.versions(name), repo.error(name))
+
+    def broken_hook(name: str) -> None:
         raise RuntimeError("hook bug")
 
-    repo.on_state_change += [broken_hook, hook]
+    repo.on_change += [broken_hook, hook, publish]
     await repo.start()
     assert seen == [("1", "LOADING"), ("1", "READY")]
     model = repo.get("a")
@@ -339,7 +340,7 @@ async def test_state_hooks_and_metrics(tmp_path: Path) -> None:
     await model.infer(image())
     assert model.stats.inference_count == 1 and model.queue_depth == 0
     await repo.unload("a")
-    assert seen[-2:] == [("1", "UNLOADING"), ("1", "UNAVAILABLE")]
+    assert seen[-3:] == [("1", "UNLOADING"), ("1", "UNAVAILABLE"), ("-", "gone")]
     assert get("convserve_model_ready", labels) == 0
     assert (
         get("convserve_execution_provider", {**labels, "provider": "CPUExecutionProvider"}) is None
@@ -349,7 +350,7 @@ async def test_state_hooks_and_metrics(tmp_path: Path) -> None:
 
 async def test_auto_device_reports_what_runs(tmp_path: Path) -> None:
     onnx_builders.write_model(tmp_path, "a", instance_kind="KIND_AUTO")
-    repo = ModelRepository(Settings(repository=tmp_path, device="auto"), Metrics())
+    repo = Repo(Settings(repository=tmp_path, device="auto"))
     await repo.start()
     model = repo.get("a")
     assert model.requested_device == "auto"
@@ -400,10 +401,10 @@ async def test_config_is_derived_when_missing(tmp_path: Path) -> None:
 
 async def test_default_models(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, default_image_model="img", default_speech_model="sp")
-    assert repo.default_model("image_classification") == "img"
-    assert repo.default_model("speech_detection") == "sp"
+    assert repo.catalog.default_model(Task.IMAGE) == "img"
+    assert repo.catalog.default_model(Task.SPEECH) == "sp"
     with pytest.raises(InvalidInputError):
-        repo.default_model("generic")
+        repo.catalog.default_model(Task.GENERIC)
 
 
 async def test_reload_replaces_a_model_that_never_served(tmp_path: Path) -> None:

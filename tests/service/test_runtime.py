@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+from service import devices
 from service.errors import ModelLoadError, ModelNotReadyError
 from service.runtime import CPU, CUDA, TENSORRT, OrtRuntime, choose_providers, parse_device
 from tests.service import onnx_builders
@@ -51,7 +52,13 @@ def test_provider_actually_in_use_is_reported(
     # This machine has the CUDA build of ONNX Runtime but no GPU: it runs on CPU and says so.
     assert runtime.provider == CPU
     assert runtime.requested_device == device
-    if CUDA in ort.get_available_providers():
+    if device == "auto":
+        # Without a usable GPU, auto does not ask ONNX Runtime for CUDA at all (service.devices):
+        # nothing fell back, so nothing to warn about.
+        assert devices.cuda_unavailable_reason() is not None
+        assert "asked for CUDA" not in caplog.text
+    elif CUDA in ort.get_available_providers():
+        # An explicit CUDA device stays loud when it cannot be had.
         assert "asked for CUDA but ONNX Runtime runs it on CPUExecutionProvider" in caplog.text
     x = np.ones((2, 1, 4, 4), np.float32)
     assert runtime.run({"input": x})["logits"].shape == (2, 3)
@@ -208,3 +215,21 @@ def test_parse_device() -> None:
     assert parse_device("cuda:3") == ("cuda", 3)
     assert parse_device("cuda") == ("cuda", 0)
     assert parse_device("cpu") == ("cpu", 0)
+
+
+def test_auto_without_a_usable_gpu_asks_for_cpu_only(linear_dir: Path) -> None:
+    if devices.cuda_unavailable_reason() is None:
+        pytest.skip("CUDA can work here")
+    assert choose_providers(onnx_builders.spec_of(linear_dir), "auto") == [CPU]
+
+
+def test_cudnn_conv_algo_search_from_config(linear_dir: Path) -> None:
+    if CUDA not in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has no CUDA EP")
+    config = linear_dir / "config.pbtxt"
+    config.write_text(
+        config.read_text()
+        + 'parameters { key: "cudnn_conv_algo_search" value: { string_value: "exhaustive" } }\n'
+    )
+    providers = choose_providers(onnx_builders.spec_of(linear_dir), "cuda:0")
+    assert providers[0] == (CUDA, {**providers[0][1], "cudnn_conv_algo_search": "EXHAUSTIVE"})  # type: ignore[index]

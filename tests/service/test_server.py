@@ -185,7 +185,7 @@ def test_stream_cap_is_resource_exhausted(tight_server: ServerThread) -> None:
         open_stream = pb_grpc.InferenceStub(first).StreamDetectSpeech(held(), timeout=30)
         srv = tight_server.server
         assert srv is not None
-        eventually(lambda: srv.task._streams == 1)
+        eventually(lambda: srv.plane.open_streams == 1)
         with pytest.raises(grpc.RpcError) as exc:
             list(
                 pb_grpc.InferenceStub(second).StreamDetectSpeech(
@@ -196,7 +196,7 @@ def test_stream_cap_is_resource_exhausted(tight_server: ServerThread) -> None:
         assert "max-concurrent-streams" in (exc.value.details() or "")
         release.set()
         assert list(open_stream)[-1].final
-        eventually(lambda: srv.task._streams == 0)
+        eventually(lambda: srv.plane.open_streams == 0)
         replies = list(
             pb_grpc.InferenceStub(second).StreamDetectSpeech(
                 iter([pb.StreamDetectSpeechRequest(samples=[0.0] * 100)]), timeout=10

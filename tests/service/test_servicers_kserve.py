@@ -18,8 +18,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from service import datatypes
 from service._proto.inference import grpc_service_pb2 as pb
 from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from service.dataplane import tensors
 from service.errors import (
     ConvserveError,
     DeadlineExceededError,
@@ -29,7 +31,6 @@ from service.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
     QueueFullError,
-    RequestCancelledError,
     ServerShuttingDownError,
     to_status,
 )
@@ -46,16 +47,13 @@ def _session(server: ServerThread, name: str) -> ort.InferenceSession:
 
 def _request(model: str, x: np.ndarray, name: str = "input", **kwargs: Any) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name=model, **kwargs)
-    request.inputs.add(name=name, datatype=converters.datatype_of(x.dtype), shape=list(x.shape))
+    request.inputs.add(name=name, datatype=datatypes.name_of(x.dtype), shape=list(x.shape))
     request.raw_input_contents.append(x.tobytes())
     return request
 
 
 def _outputs(reply: pb.ModelInferResponse) -> dict[str, np.ndarray]:
-    return {
-        out.name: converters.from_raw(out.name, out.datatype, list(out.shape), raw)
-        for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
-    }
+    return converters.raw_tensors(reply.outputs, reply.raw_output_contents)
 
 
 def _fail(call: Any, request: Any, timeout: float = 10) -> tuple[grpc.StatusCode, str]:
@@ -160,7 +158,7 @@ def test_classification_extension(
     reply = kserve_stub.ModelInfer(request, timeout=10)
     (out,) = reply.outputs
     assert (out.datatype, list(out.shape)) == ("BYTES", [2, 3])
-    rows = converters.deserialize_bytes(reply.raw_output_contents[0])
+    rows = tensors.deserialize_bytes(reply.raw_output_contents[0])
     logits = _session(server, "tiny_image").run(None, {"input": x})[0]
     for r in range(2):
         order = np.argsort(-logits[r], kind="stable")[:3]
@@ -397,7 +395,7 @@ def test_unexpected_error_is_internal_with_a_generic_message(
     async def explode(request: Any, deadline: Any) -> Any:
         raise RuntimeError("secret /etc/path detail")
 
-    monkeypatch.setattr(server.server.kserve, "_infer", explode)
+    monkeypatch.setattr(server.server.plane, "infer", explode)
     x = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
     with caplog.at_level(logging.ERROR, logger="service.rpc"):
         code, message = _fail(kserve_stub.ModelInfer, _request("tiny_image", x))
@@ -420,7 +418,6 @@ def test_unexpected_error_is_internal_with_a_generic_message(
         (ServerShuttingDownError("bye"), grpc.StatusCode.UNAVAILABLE),
         (QueueFullError("full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (DeadlineExceededError("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
-        (RequestCancelledError("gone"), grpc.StatusCode.CANCELLED),
         (InferenceError("inference failed for model 'x'"), grpc.StatusCode.INTERNAL),
         (ConvserveError("plain"), grpc.StatusCode.INTERNAL),
     ],

@@ -16,9 +16,9 @@ import pytest
 from service._proto.convserve.v1 import inference_pb2 as pb
 from service._proto.convserve.v1 import inference_pb2_grpc as pb_grpc
 from service._proto.inference import grpc_service_pb2 as kserve_pb2
+from service.dataplane import postprocess
 from service.preprocess.audio import AudioSpec, split_windows
 from service.preprocess.image import ImageSpec, decode_image
-from service.servicers import postprocess
 from service.servicers.kserve import KServeServicer
 from service.servicers.rpc import wrapped_method
 from service.servicers.task import TaskServicer
@@ -188,7 +188,7 @@ def test_deadline_expires_in_the_queue(
     assert _code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED
     eventually(lambda: registry.get_sample_value("convserve_requests_total", labels) == before + 1)
     # Dropped from the queue at its deadline, not left for the 1.5 s batch.
-    eventually(lambda: srv.repository.get("slow").queue_depth == 0, timeout=0.5)
+    eventually(lambda: srv.plane.models.resolve("slow").queue_depth == 0, timeout=0.5)
     ok = task_stub.ClassifyImage(pb.ClassifyImageRequest(image=_image(rng)), timeout=10)
     assert ok.model == "tiny_image"
 
@@ -205,9 +205,9 @@ def test_client_cancellation_leaves_the_queue(
     call = task_stub.ClassifyImage.future(
         pb.ClassifyImageRequest(model="slow", image=_image(rng)), timeout=10
     )
-    eventually(lambda: srv.repository.get("slow").queue_depth == 1)
+    eventually(lambda: srv.plane.models.resolve("slow").queue_depth == 1)
     call.cancel()
-    eventually(lambda: srv.repository.get("slow").queue_depth == 0, timeout=0.5)
+    eventually(lambda: srv.plane.models.resolve("slow").queue_depth == 0, timeout=0.5)
     eventually(lambda: registry.get_sample_value("convserve_requests_total", labels) == before + 1)
     assert registry.get_sample_value("convserve_inflight_requests", {"model": "slow"}) == 0
 
@@ -220,7 +220,7 @@ def test_client_deadline_reaches_infer(
 ) -> None:
     """infer() gets the client's deadline on the monotonic clock (one process: same clock)."""
     assert server.server is not None
-    served = server.server.repository.get("tiny_image")
+    served = server.server.plane.models.resolve("tiny_image")
     seen: list[float | None] = []
     original = served.infer
 
@@ -250,9 +250,9 @@ def _expected_windows(server: ServerThread, clip: np.ndarray) -> list[postproces
 def test_detect_speech_wav(server: ServerThread, task_stub: pb_grpc.InferenceStub) -> None:
     clip, loud = speech_clip()
     assert server.server is not None
-    before = server.server.repository.get("tiny_speech").stats.execution_count
+    before = server.server.plane.models.resolve("tiny_speech").stats.execution_count
     reply = task_stub.DetectSpeech(pb.DetectSpeechRequest(audio=wav(clip)), timeout=10)
-    after = server.server.repository.get("tiny_speech").stats.execution_count
+    after = server.server.plane.models.resolve("tiny_speech").stats.execution_count
     assert (reply.model, reply.version) == ("tiny_speech", "1")
     expected = _expected_windows(server, clip)
     assert len(reply.windows) == len(expected) == 63

@@ -1,7 +1,8 @@
 """Model outputs -> answers: activations, top-k, Triton classification strings, speech windows.
 
-Pure NumPy, no I/O. Scores are computed in float64 and returned as float32 (what the protos carry)
-so a softmax over thousands of classes does not lose the small probabilities.
+Pure NumPy, no I/O, no protocol. Scores are computed in float64 and returned as float32 (what
+the protocols carry) so a softmax over thousands of classes does not lose the small
+probabilities.
 """
 
 from __future__ import annotations

@@ -1,0 +1,288 @@
+"""The protocol-independent data plane: every request of every wire protocol ends here.
+
+The gRPC servicers (service.servicers) and the HTTP routes (service.http) only translate their
+messages into the records of service.dataplane.records and call one method below; every domain
+rule — which version answers, what a valid input is, how an image or a clip becomes model input,
+how outputs become answers — is written once, here and in the modules this package holds:
+
+    catalog      which version answers; metadata, config, statistics, model listings
+    validation   KServe v2 input/output checks
+    tensors      payload bytes/values <-> numpy
+    speech       clips and streams through a speech model
+    postprocess  activations, top-k, classification strings, speech windows and segments
+
+Decoding and preprocessing run in the server's preprocessing thread pool, timed into
+`convserve_preprocess_duration_seconds`; inference goes through the model version's batcher with
+the caller's deadline (time.monotonic()).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from service import calls
+from service.dataplane import postprocess, speech, validation
+from service.dataplane.catalog import Catalog
+from service.dataplane.records import (
+    Classification,
+    InferRequest,
+    InferResponse,
+    OutputTensor,
+    RepositoryEntry,
+    ServerMetadata,
+    SpeechDetection,
+)
+from service.dataplane.speech import SpeechStream
+from service.dataplane.tensors import ImageTensor
+from service.errors import ConvserveError, InvalidInputError, QueueFullError
+from service.metrics import Metrics, package_version
+from service.preprocess.audio import AudioSpec, prepare_audio, split_windows
+from service.preprocess.image import ImageLimits, decode_image
+from service.repository import ModelRepository
+from service.settings import Settings
+from service.spec import Task
+
+__all__ = ["Catalog", "DataPlane", "ImageTensor", "SpeechStream"]
+
+T = TypeVar("T")
+SERVER_NAME = "convserve"
+EXTENSIONS = ("classification", "model_repository", "model_configuration", "statistics")
+DEFAULT_TOP_K = 5
+
+
+class DataPlane:
+    """Inference, task answers, server state and repository control over one repository."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        settings: Settings,
+        metrics: Metrics | None,
+        executor: Executor,
+    ) -> None:
+        self.models = Catalog(repository, settings)
+        self.repository = repository
+        self._settings = settings
+        self._metrics = metrics
+        self._executor = executor
+        self._limits = ImageLimits(
+            max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes
+        )
+        self._streams = 0
+        self._shutting_down = False
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    # -- server ------------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: readiness answers false from now on."""
+        self._shutting_down = True
+
+    def ready(self) -> bool:
+        return self.repository.is_ready() and not self._shutting_down
+
+    def metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, package_version(), EXTENSIONS)
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """Unknown or not ready: False, not an error (as Triton)."""
+        served = self.models.find(name, version)
+        if served is None:
+            return False
+        calls.set_model(served.name)
+        return served.ready
+
+    # -- repository control ------------------------------------------------------------------
+
+    def index(self, repository: str = "", *, ready_only: bool = False) -> list[RepositoryEntry]:
+        _check_repository(repository)
+        return self.models.index(ready_only=ready_only)
+
+    async def load(
+        self, name: str, repository: str = "", parameters: Mapping[str, Any] | None = None
+    ) -> None:
+        _check_repository(repository)
+        _check_model_name(name)
+        overrides = sorted(k for k in parameters or {} if k == "config" or k.startswith("file:"))
+        if overrides:
+            raise InvalidInputError(
+                f"load parameters {overrides} are not supported: convserve loads models only "
+                "from the repository directory"
+            )
+        await self.repository.load(name)
+        calls.set_model(name)
+
+    async def unload(self, name: str, repository: str = "") -> None:
+        _check_repository(repository)
+        _check_model_name(name)
+        await self.repository.unload(name)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest, deadline: float | None) -> InferResponse:
+        """KServe v2 inference: validate, queue, and shape the outputs asked for."""
+        if not request.model:
+            raise InvalidInputError("model_name is required")
+        served = self.models.resolve(request.model, request.version)
+        spec = served.spec
+        arrays = validation.inputs(spec, request.inputs)
+        wanted = validation.outputs(spec, request.outputs)
+        results = await served.infer(arrays, deadline=deadline)
+        outputs: list[OutputTensor] = []
+        for tensor, k in wanted:
+            arr = results[tensor.name]
+            if k:
+                labels = spec.labels if tensor is spec.outputs[0] else None
+                arr = postprocess.classification(arr, k, labels, batched=spec.batching)
+                datatype = "BYTES"
+            else:
+                if arr.dtype != tensor.np_dtype and tensor.datatype != "BYTES":
+                    arr = arr.astype(tensor.np_dtype)
+                datatype = tensor.datatype
+            outputs.append(OutputTensor(tensor.name, datatype, tuple(arr.shape), arr))
+        return InferResponse(served.name, served.version, request.id, outputs)
+
+    async def classify_image(
+        self,
+        *,
+        model: str = "",
+        version: str = "",
+        image: bytes | None = None,
+        tensor: ImageTensor | None = None,
+        top_k: int = 0,
+        deadline: float | None = None,
+    ) -> Classification:
+        """Top-k classes of an encoded image (or an already preprocessed C×H×W float32 tensor)."""
+        if (image is None) == (tensor is None):
+            raise InvalidInputError("send exactly one of image (encoded bytes) and tensor")
+        served = self.models.resolve(model, version, Task.IMAGE)
+        spec = served.spec
+        if spec.image is None:
+            raise ConvserveError(f"model {served.name!r}: {spec.task_problem}")
+        input_spec = spec.inputs[0]
+        if image is not None:
+            x = await self._preprocess(
+                served.name, "image", decode_image, image, spec.image, self._limits
+            )
+        else:
+            assert tensor is not None
+            x = await self._preprocess(served.name, "tensor", tensor.array, input_spec.dims)
+        x = x.astype(input_spec.np_dtype, copy=False)
+        outputs = await served.infer(
+            {input_spec.name: x[None] if spec.batching else x}, deadline=deadline
+        )
+        logits = outputs[spec.outputs[0].name]
+        scores = postprocess.activate(
+            logits[0] if spec.batching else logits, spec.output_activation
+        )
+        ranked = postprocess.top_k(scores, top_k or DEFAULT_TOP_K, spec.labels)
+        return Classification(served.name, served.version, ranked)
+
+    async def detect_speech(
+        self,
+        *,
+        model: str = "",
+        version: str = "",
+        audio: bytes | None = None,
+        samples: Sequence[float] | npt.NDArray[np.floating[Any]] | None = None,
+        sample_rate: int = 0,
+        threshold: float = 0.0,
+        deadline: float | None = None,
+    ) -> SpeechDetection:
+        """Speech probability, decision, windows and segments of a clip (bytes or samples)."""
+        if (audio is None) == (samples is None):
+            raise InvalidInputError("send exactly one of audio (encoded bytes) and samples")
+        served = self.models.resolve(model, version, Task.SPEECH)
+        spec = served.spec
+        if spec.audio is None or spec.speech is None:
+            raise ConvserveError(f"model {served.name!r}: {spec.task_problem}")
+        decision = speech.threshold(threshold, spec.speech)
+        # Off the loop: a long clip's samples field alone is millions of floats to convert.
+        x, windows, starts = await self._preprocess(
+            served.name, "audio", _prepare_clip, audio, samples, sample_rate, spec.audio
+        )
+        rate = spec.audio.sample_rate
+        ends = np.minimum(starts + spec.audio.window_samples, len(x))
+        probabilities = await speech.probabilities(served, windows, deadline)
+        results = postprocess.window_results(starts, ends, probabilities, rate)
+        best = max(r.probability for r in results)
+        return SpeechDetection(
+            model=served.name,
+            version=served.version,
+            speech_probability=best,
+            is_speech=best >= decision,
+            windows=results,
+            segments=postprocess.segments(results, decision),
+            duration_s=len(x) / rate,
+        )
+
+    def open_stream(
+        self, *, model: str = "", version: str = "", sample_rate: int = 0, threshold: float = 0.0
+    ) -> SpeechStream:
+        """A speech stream; the caller must `close_stream` it. RESOURCE_EXHAUSTED past
+        --max-concurrent-streams open streams."""
+        limit = self._settings.max_concurrent_streams
+        if self._streams >= limit:
+            raise QueueFullError(
+                f"{limit} StreamDetectSpeech streams are open already (--max-concurrent-streams); "
+                "retry later"
+            )
+        served = self.models.resolve(model, version, Task.SPEECH)
+        if served.spec.speech is None:
+            raise ConvserveError(f"model {served.name!r}: {served.spec.task_problem}")
+        decision = speech.threshold(threshold, served.spec.speech)
+        self._streams += 1
+        return SpeechStream(served, sample_rate, decision, self._settings.max_stream_seconds)
+
+    def close_stream(self, stream: SpeechStream) -> None:
+        self._streams -= 1
+
+    @property
+    def open_streams(self) -> int:
+        return self._streams
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _preprocess(self, model: str, kind: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking decode work in the preprocessing pool, timed into the metrics."""
+        start = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            if self._metrics is not None:
+                timer = self._timers.get((model, kind))
+                if timer is None:
+                    timer = self._timers[(model, kind)] = (
+                        self._metrics.preprocess_duration_seconds.labels(model=model, kind=kind)
+                    )
+                timer.observe(time.perf_counter() - start)
+
+
+def _prepare_clip(
+    audio: bytes | None, samples: Any, sample_rate: int, spec: AudioSpec
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Worker thread: decode or convert, resample, and cut into windows."""
+    array = None if samples is None else np.asarray(samples, dtype=np.float32)
+    x = prepare_audio(audio, array, sample_rate, spec)
+    windows, starts = split_windows(x, spec)
+    return x, windows, starts
+
+
+def _check_repository(name: str) -> None:
+    if name:
+        raise InvalidInputError(
+            f"repository {name!r} not found: convserve serves one repository (leave it empty)"
+        )
+
+
+def _check_model_name(name: str) -> None:
+    """An empty name is refused here; the repository refuses paths and traversal (`..`, `/`)."""
+    if not name:
+        raise InvalidInputError("model_name is required")
