@@ -3,7 +3,10 @@
 A :class:`Pool` is one source (a speaker, a package of sounds, a generator) with its clips, loaded
 lazily and cached, so a small corpus only reads the files it uses. :class:`Mixer` draws windows:
 
-* **speech** — 1-4 utterances of one speech source strung together with pauses, padded with
+* **speech** — a speech source is drawn by family (:data:`SPEECH_FAMILY_WEIGHTS`: recorded
+  voices first; with all four families present that is asterisk prompts 44 %, KLettres 28 %,
+  flite 17 %, espeak-ng 11 %), uniformly among the family's sources of the split; then
+  1-4 utterances of that source strung together with pauses, padded with
   0.8 s of silence at both ends, and a 1 s window cut at a random offset; the window counts as
   speech when at least :data:`MIN_SPEECH_S` of it is active speech (10 ms frames within 35 dB of
   the source clip's loud frames), otherwise the cut is drawn again. So windows that are only
@@ -41,7 +44,8 @@ ACTIVE_DB = 35.0
 _PAD = 12_800  # 0.8 s of silence around a speech stream
 SR_FRAMES = 100  # activity frames per second
 NONSPEECH_WEIGHTS = {"music": 0.25, "events": 0.3, "noise": 0.3, "silence": 0.15}
-SPEECH_FAMILY_WEIGHTS = {"asterisk": 0.4, "klettres": 0.25, "espeak": 0.2, "flite": 0.15}
+# Shares of speech windows per family of sources (normalised over the families a split has).
+SPEECH_FAMILY_WEIGHTS = {"asterisk": 0.4, "klettres": 0.25, "espeak-ng": 0.1, "flite": 0.15}
 # Condition bits stored per window (``cond_<split>``), for per-condition reports.
 COND_BITS = {
     "reverb": 1,
