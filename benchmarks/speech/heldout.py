@@ -90,7 +90,7 @@ def _fmt(v: float) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    models = list(result["thresholds"])
+    models = sorted(result["thresholds"], key=lambda m: m != "speech_cnn")  # ours first
     lines = [f"# speech_cnn vs silero-vad on held-out sources ({result['split']} split)", ""]
     lines.append("Thresholds (chosen on val): " + ", ".join(
         f"{m} {result['thresholds'][m]:.3f}" for m in models) + (
@@ -118,10 +118,11 @@ def markdown(result: dict[str, Any]) -> str:
             value = r["recall"] if row["kind"] == "speech" else r["false_alarm"]
             cells += [_fmt(value), _fmt(r["roc_auc"])]
         lines.append(f"| {name} | {row['kind']} | {row['n']} | " + " | ".join(cells) + " |")
-    lines += ["", "Per condition (balanced accuracy):", ""]
-    lines += ["| condition | n | " + " | ".join(models) + " |", "|" + "---|" * (2 + len(models))]
+    lines += ["", "Per condition (balanced accuracy; recall where a condition has only speech):"]
+    lines += ["", "| condition | n | " + " | ".join(models) + " |"]
+    lines += ["|" + "---|" * (2 + len(models))]
     for name, row in result["test"]["conditions"].items():
-        cells = [_fmt(row[m].get("balanced_accuracy", float("nan"))) for m in models]
+        cells = [_fmt(row[m].get("balanced_accuracy", row[m]["recall"])) for m in models]
         lines.append(f"| {name} | {row['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -85,7 +85,10 @@ def extra_metrics(heldout: dict[str, Any], long_audio: dict[str, Any] | None,
         table[f"{name} ({row['kind']})"] = cells
     metrics["test_per_source"] = table
     metrics["test_per_condition"] = {
-        name: {"n": row["n"], **{m: _round(row[m].get("balanced_accuracy")) for m in models}}
+        name: {
+            "n": row["n"],
+            **{m: _round(row[m].get("balanced_accuracy", row[m]["recall"])) for m in models},
+        }
         for name, row in test["conditions"].items()
     }
     if long_audio is not None:
