@@ -61,6 +61,8 @@ def make_file(rng: np.random.Generator, pools: dict[str, list[Pool]], seconds: i
     while at < n - SR:
         if rng.random() < 0.6:  # an utterance (1-3 clips back to back)
             for _ in range(int(rng.integers(1, 4))):
+                if at >= n - SR // 10:
+                    break
                 clip, active = speaker.draw(rng)
                 end = min(n, at + len(active) * HOP)
                 frames = (end - at) // HOP
