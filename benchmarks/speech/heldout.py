@@ -132,6 +132,44 @@ def _val_accuracy(y: NDArray[Any], chunks: NDArray[np.float32], how: str) -> flo
     return metrics.rates(y, score, metrics.best_threshold(y, score))["balanced_accuracy"]
 
 
+def plot(result: dict[str, Any], arrays: dict[str, NDArray[Any]], path: Path) -> None:
+    """ROC curves on test, and per-source recall / false-alarm bars, both models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted(result["thresholds"], key=lambda m: m != "speech_cnn")
+    fig, (roc, bars) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [1, 2]})
+    y = arrays["y_test"].astype(bool)
+    for m in models:
+        s = arrays[f"{m}_test"]
+        grid = np.unique(np.concatenate([[-1.0, 2.0], s]))[::-1]
+        tpr = [(s[y] >= t).mean() for t in grid]
+        fpr = [(s[~y] >= t).mean() for t in grid]
+        auc = result["test"]["overall"][m]["roc_auc"]
+        roc.plot(fpr, tpr, label=f"{m} (AUC {auc:.3f})")
+        o = result["test"]["overall"][m]
+        roc.plot([o["false_alarm"]], [o["recall"]], "o", color=roc.lines[-1].get_color())
+    roc.set(xlabel="false-alarm rate", ylabel="recall", title="test split: ROC (dot: threshold)")
+    roc.grid(alpha=0.3)
+    roc.legend()
+    rows = sorted(
+        result["test"]["sources"].items(), key=lambda kv: (kv[1]["kind"] != "speech", kv[0])
+    )
+    x = np.arange(len(rows))
+    for i, m in enumerate(models):
+        values = [r[m]["recall"] if r["kind"] == "speech" else r[m]["false_alarm"] for _, r in rows]
+        bars.bar(x + (i - 0.5) * 0.4, values, 0.4, label=m)
+    bars.set_xticks(x, [n for n, _ in rows], rotation=70, ha="right", fontsize=8)
+    bars.set(ylabel="speech sources: recall | others: false-alarm rate", title="per source")
+    bars.grid(alpha=0.3, axis="y")
+    bars.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def evaluate(
     model: Path, *, silero: bool, limit: int | None, cache_dir: Path | None,
     sizes: dict[str, int], seed: int = 0,
@@ -164,6 +202,7 @@ def evaluate(
     result["val"] = {"overall": {m: metrics.summary(y["val"], scores["val"][m], t)
                                  for m, t in thresholds.items()}}  # fmt: skip
     result["test"] = report(corpus, "test", idx["test"], scores["test"], thresholds)
+    result["_arrays"] = {"y_test": y["test"], **{f"{m}_test": v for m, v in scores["test"].items()}}
     return result
 
 
@@ -184,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         args.model, silero=args.silero, limit=args.limit, cache_dir=args.cache_dir, sizes=sizes
     )
     args.out.mkdir(parents=True, exist_ok=True)
+    arrays = result.pop("_arrays")
     (args.out / "heldout.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    np.savez_compressed(args.out / "heldout_scores.npz", **arrays)  # for the plots
+    plot(result, arrays, args.out / "heldout.png")
     text = markdown(result)
     (args.out / "heldout.md").write_text(text)
     print(text)
