@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from typing import Any
 
+import grpc
 from prometheus_client.metrics import MetricWrapperBase
 
-from service.errors import ServerShuttingDownError
+from service.errors import ServerShuttingDownError, to_status
 from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
 
 
 class Admission:
@@ -149,3 +153,14 @@ def set_model(name: str) -> None:
 def current_model() -> str:
     call = _current.get()
     return "" if call is None else call.model
+
+
+def translate(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status for `exc` (errors.to_status); INTERNAL ones are logged with their traceback
+    (the client only gets the generic message)."""
+    code, message = to_status(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        logger.error("%s failed (model %r)", method, current_model(), exc_info=exc)
+    else:
+        logger.debug("%s: %s %s", method, code.name, message)
+    return code, message

@@ -13,19 +13,28 @@ GPU set-up stays loud (its errors, a warning, and the provider metric's alert).
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import os
+import threading
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 _DRIVER_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0")
+_lock = threading.Lock()
+_checked: list[str | None] = []
+_announced: set[str] = set()
 
 
-@functools.cache
 def cuda_unavailable_reason() -> str | None:
     """Why CUDA cannot work in this process, or None when it may (checked once, then cached)."""
+    with _lock:
+        if not _checked:
+            _checked.append(_check())
+        return _checked[0]
+
+
+def _check() -> str | None:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -60,7 +69,11 @@ def _dlopen(library: Path) -> str | None:
     return None
 
 
-@functools.cache
 def announce_cpu_fallback(reason: str) -> None:
-    """One INFO line per process (per reason): --device auto runs on CPU, and why."""
+    """One INFO line per process (per reason): --device auto runs on CPU, and why. Sessions
+    are created in several threads at once, hence the lock."""
+    with _lock:
+        if reason in _announced:
+            return
+        _announced.add(reason)
     logger.info("--device auto: running on CPU: %s", reason)

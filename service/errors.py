@@ -8,15 +8,19 @@
     ├── ModelLoadError             UNAVAILABLE: a model (or its config) failed to load
     ├── ServerShuttingDownError    UNAVAILABLE: draining after SIGTERM
     ├── QueueFullError             RESOURCE_EXHAUSTED: the model's batch queue is full
+    ├── MessageTooLargeError       RESOURCE_EXHAUSTED (HTTP 413): a request body over the limit
     ├── DeadlineExceededError      DEADLINE_EXCEEDED: the deadline passed while queued
     ├── RepositoryError            INTERNAL: start-up found no usable model repository
     └── InferenceError             INTERNAL: ONNX Runtime failed on a batch
 
 `to_status` is the single translation point from an exception to a gRPC status and message: the
 message of a domain error is meant for the client; anything else becomes INTERNAL with a generic
-message, and the caller logs the traceback. `InferenceError` messages are written by the batcher
-to be safe for clients ("inference failed for model X version Y"): ONNX Runtime's own text, which
-can name files and kernels, stays in the log.
+message, and the caller logs the traceback. HTTP answers the same status through one table,
+`HTTP_STATUS` (gRPC status → HTTP status, as grpc-gateway maps them); a request body over
+--max-message-bytes is the one refinement (413, where gRPC says RESOURCE_EXHAUSTED).
+`InferenceError` messages are written by the batcher to be safe for clients ("inference failed
+for model X version Y"): ONNX Runtime's own text, which can name files and kernels, stays in the
+log.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ INTERNAL_MESSAGE = "internal error (see server log)"
 
 
 class ConvserveError(Exception):
-    """Base of every error convserve raises on purpose; `status` is its gRPC status code."""
+    """Base of every error convserve raises on purpose; `status` is its gRPC status code and
+    `http_status`, when set, refines what HTTP_STATUS would answer."""
 
     status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    http_status: int | None = None
 
 
 class InvalidInputError(ConvserveError):
@@ -62,6 +68,13 @@ class QueueFullError(ConvserveError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class MessageTooLargeError(ConvserveError):
+    """An HTTP request body above --max-message-bytes (gRPC refuses those in its transport)."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
+
+
 class DeadlineExceededError(ConvserveError):
     status = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -79,6 +92,35 @@ class InferenceError(ConvserveError):
 _FOREIGN: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (asyncio.CancelledError, grpc.StatusCode.CANCELLED, "request cancelled"),
 )
+
+
+# gRPC status -> HTTP status for the REST routes (the mapping grpc-gateway and Google APIs use).
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def to_http_status(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
+    """(HTTP status, gRPC status, message) for `exc`: the gRPC answer, through HTTP_STATUS."""
+    code, message = to_status(exc)
+    refined = exc.http_status if isinstance(exc, ConvserveError) else None
+    return refined or HTTP_STATUS[code], code, message
 
 
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:

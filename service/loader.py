@@ -28,8 +28,11 @@ from service.spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 
-def read_model(root: Path, name: str, settings: Settings) -> tuple[ModelSpec, list[str]]:
-    """Worker thread: parse the config (or derive it) and pick the versions to serve."""
+def read_model(
+    root: Path, name: str, settings: Settings, override: ModelConfig | None = None
+) -> tuple[ModelSpec, list[str]]:
+    """Worker thread: parse the config (or take `override`, or derive one from the graph) and
+    pick the versions to serve."""
     model_dir = root / name
     try:
         on_disk = layout.versions(model_dir)
@@ -38,7 +41,13 @@ def read_model(root: Path, name: str, settings: Settings) -> tuple[ModelSpec, li
     config_path = model_dir / layout.CONFIG_FILENAME
     queue = settings.max_queue_size
     config: ModelConfig
-    if config_path.is_file():
+    if override is not None:
+        config = ModelConfig()
+        config.CopyFrom(override)
+        if config.HasField("dynamic_batching"):
+            policy = config.dynamic_batching.default_queue_policy
+            policy.max_queue_size = policy.max_queue_size or queue
+    elif config_path.is_file():
         config = parse_config(config_path, default_max_queue_size=queue)
     elif on_disk:
         latest = model_dir / str(on_disk[-1]) / layout.DEFAULT_MODEL_FILENAME

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 
 from service import layout, loader
+from service._proto.inference.model_config_pb2 import ModelConfig
 from service.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -130,14 +131,15 @@ class ModelRepository:
 
     # -- runtime load/unload -------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
-        """(Re)load a model from disk; ModelLoadError when it (or any version) fails."""
+    async def load(self, name: str, config: ModelConfig | None = None) -> None:
+        """(Re)load a model from disk, with `config` instead of its config.pbtxt when given;
+        ModelLoadError when it (or any version) fails."""
         self.check_name(name)
         if not self.on_disk(name):
             raise ModelNotFoundError(f"model '{name}' not found in repository {self.root}")
         if self._closed:
             raise ServerShuttingDownError("server is shutting down")
-        await self._load(name, raise_errors=True)
+        await self._load(name, raise_errors=True, config=config)
         self._required.add(name)
 
     async def unload(self, name: str) -> None:
@@ -198,7 +200,9 @@ class ModelRepository:
             names.append(p.name)
         return names
 
-    async def _load(self, name: str, *, raise_errors: bool) -> None:
+    async def _load(
+        self, name: str, *, raise_errors: bool, config: ModelConfig | None = None
+    ) -> None:
         async with self._lock(name):
             old = self._models.get(name)
             # A reload that fails leaves a serving model alone; a model with nothing READY is
@@ -206,7 +210,7 @@ class ModelRepository:
             keep_old = old is not None and any(m.ready for m in old.values())
             try:
                 spec, versions = await asyncio.to_thread(
-                    loader.read_model, self.root, name, self.settings
+                    loader.read_model, self.root, name, self.settings, config
                 )
             except ModelLoadError as exc:
                 logger.error("model %s: %s", name, exc)

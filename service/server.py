@@ -1,18 +1,20 @@
 """Server lifecycle: start, serve, drain on SIGTERM.
 
-    start:  check the repository ─▶ bind gRPC (health NOT_SERVING) ─▶ /metrics ─▶ load models
-            ─▶ health SERVING (overall and per model) ─▶ print the ready line
+    start:  check the repository ─▶ bind gRPC (health NOT_SERVING) ─▶ /metrics ─▶ HTTP
+            ─▶ load models ─▶ health SERVING (overall and per model) ─▶ print the ready line
     SIGTERM / SIGINT:
-            health NOT_SERVING for every service ─▶ new RPCs get UNAVAILABLE, in-flight ones
-            finish (and the batchers run what they queued), within grace_period_s ─▶ stop gRPC
-            ─▶ close the sessions ─▶ stop /metrics ─▶ exit 0
+            health NOT_SERVING for every service (Watch streams end) ─▶ new requests get
+            UNAVAILABLE / 503, in-flight ones finish (and the batchers run what they queued),
+            within grace_period_s ─▶ stop gRPC and HTTP ─▶ close the sessions ─▶ stop /metrics
+            ─▶ exit 0
 
-The gRPC port speaks plaintext, TLS (--tls-cert, --tls-key) or mutual TLS (plus
---tls-client-ca: clients must present a certificate that CA signed); /metrics stays plain HTTP,
-for Prometheus inside the cluster (bind it to a private address with --metrics-host).
+gRPC and HTTP are two doors to one data plane (service.dataplane), with one admission (a drain
+covers both) and one set of request metrics. TLS applies to the gRPC port (service.tls); HTTP and
+/metrics are plain, for use inside the cluster (bind them to private addresses with --http-host
+and --metrics-host, or turn HTTP off with --http-port -1).
 
-The ready line on stdout, `convserve serving grpc=HOST:PORT metrics=HOST:PORT` (metrics port -1
-when disabled), is how scripts and tests learn the ports when they asked for port 0.
+The ready line on stdout, `convserve serving grpc=HOST:PORT metrics=HOST:PORT http=HOST:PORT`
+(port -1 when disabled), is how scripts and tests learn the ports when they asked for port 0.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from typing import Final
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from service._proto.convserve.v1 import inference_pb2 as task_pb2
@@ -38,8 +39,9 @@ from service._proto.inference import grpc_service_pb2_grpc as kserve_pb2_grpc
 from service.calls import Admission, CallMetrics
 from service.dataplane import DataPlane
 from service.errors import ConvserveError, RepositoryError
+from service.health import NOT_SERVING, Health, ModelHealth
+from service.http import HttpServer, build_app
 from service.metrics import Metrics, ModelSeries
-from service.model import ModelState, ServedModel
 from service.repository import ModelRepository
 from service.servicers.kserve import KServeServicer
 from service.servicers.task import TaskServicer
@@ -48,8 +50,6 @@ from service.tls import server_credentials, transport_security
 
 logger = logging.getLogger("service.server")
 
-SERVING: Final = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 TASK_SERVICE: Final = task_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 KSERVE_SERVICE: Final = kserve_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -57,9 +57,9 @@ EXIT_STARTUP_FAILED: Final = 2
 
 
 class Server:
-    """The gRPC server, its servicers, the repository and the metrics endpoint, as one unit.
+    """gRPC, HTTP, the repository and the metrics endpoint, as one unit.
 
-    server = await Server(settings).start()   # .grpc_port / .metrics_port are bound
+    server = await Server(settings).start()   # .grpc_port / .http_port / .metrics_port bound
     ...
     await server.stop()                        # drain within settings.grace_period_s
     """
@@ -68,9 +68,9 @@ class Server:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.repository = ModelRepository(settings, self.metrics)
-        self.health = HealthServicer()
         self.grpc_port = 0
         self.metrics_port = -1
+        self.http_port = -1
         self._executor = ThreadPoolExecutor(
             max_workers=settings.preprocess_threads or (os.cpu_count() or 1),
             thread_name_prefix="preprocess",
@@ -80,12 +80,20 @@ class Server:
         calls = CallMetrics(self.metrics)
         self.task = TaskServicer(self.plane, calls, self.admission)
         self.kserve = KServeServicer(self.plane, calls, self.admission)
+        self.health = Health()
+        self._model_health = ModelHealth(
+            self.health,
+            self.repository,
+            ("", TASK_SERVICE, KSERVE_SERVICE),
+            lambda: self._stopping,
+        )
         self._model_series = ModelSeries(self.metrics)
+        self.http = HttpServer(
+            build_app(self.plane, calls, self.admission, settings.max_message_bytes)
+        )
         self._grpc: grpc.aio.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def grpc_address(self) -> str:
@@ -93,9 +101,11 @@ class Server:
 
     @property
     def ready_line(self) -> str:
-        """`convserve serving grpc=HOST:PORT metrics=HOST:PORT` (metrics port -1: disabled)."""
-        metrics = f"{_host(self.settings.metrics_host)}:{self.metrics_port}"
-        return f"convserve serving grpc={self.grpc_address} metrics={metrics}"
+        """`convserve serving grpc=HOST:PORT metrics=HOST:PORT http=HOST:PORT` (-1: off)."""
+        s = self.settings
+        metrics = f"{_host(s.metrics_host)}:{self.metrics_port}"
+        http = f"{_host(s.http_host)}:{self.http_port}"
+        return f"convserve serving grpc={self.grpc_address} metrics={metrics} http={http}"
 
     async def start(self) -> Server:
         """Bind, load the models and report SERVING; raises RepositoryError on a bad repository.
@@ -104,17 +114,41 @@ class Server:
         """
         s = self.settings
         _check_repository(s)
-        self._loop = asyncio.get_running_loop()
         # Health says NOT_SERVING (not unknown) for every service while the models load.
-        for service in ("", TASK_SERVICE, KSERVE_SERVICE):
+        for service in self._model_health.services:
             await self.health.set(service, NOT_SERVING)
-        self.repository.on_change += [self._publish_model, self._on_change]
+        self.repository.on_change += [self._publish_model, self._model_health.changed]
+        self._grpc = self._grpc_server()
+        try:
+            await self._grpc.start()
+            if s.metrics_port >= 0:
+                try:
+                    self.metrics_port = self.metrics.start_http_server(
+                        s.metrics_host, s.metrics_port
+                    )
+                except OSError as exc:
+                    raise ConvserveError(
+                        f"cannot bind metrics to {s.metrics_host}:{s.metrics_port}: {exc}"
+                    ) from None
+            if s.http_port >= 0:
+                self.http_port = await self.http.start(s.http_host, s.http_port)
+            await self.repository.start()
+            self._log_models()
+            await self._model_health.refresh()
+        except BaseException:
+            await self.stop(0)
+            raise
+        logger.info("gRPC on %s (%s)", self.grpc_address, transport_security(s))
+        return self
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        s = self.settings
         server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 # Per connection (HTTP/2); StreamDetectSpeech is also capped server-wide at
-                # the same number, with RESOURCE_EXHAUSTED past it (servicers/task.py).
+                # the same number, with RESOURCE_EXHAUSTED past it (service.dataplane).
                 ("grpc.max_concurrent_streams", s.max_concurrent_streams),
                 ("grpc.so_reuseport", 0),
             ]
@@ -136,42 +170,25 @@ class Server:
             raise ConvserveError(
                 f"cannot bind gRPC to {s.grpc_host}:{s.grpc_port}: {exc}"
             ) from None
-        self._grpc = server
-        try:
-            await server.start()
-            if s.metrics_port >= 0:
-                try:
-                    self.metrics_port = self.metrics.start_http_server(
-                        s.metrics_host, s.metrics_port
-                    )
-                except OSError as exc:
-                    raise ConvserveError(
-                        f"cannot bind metrics to {s.metrics_host}:{s.metrics_port}: {exc}"
-                    ) from None
-            await self.repository.start()
-            for name in self.repository.names():
-                versions = self.repository.versions(name)
-                for v in versions:
-                    logger.info(
-                        "model %s version %s: %s on %s (requested device %s)%s",
-                        name,
-                        v.version,
-                        v.state.value,
-                        v.provider or "-",
-                        v.requested_device or "-",
-                        f": {v.reason}" if v.reason else "",
-                    )
-                await self.health.set(name, _model_health(versions))
-            await self._update_overall()
-        except BaseException:
-            await self.stop(0)
-            raise
-        logger.info("gRPC on %s (%s)", self.grpc_address, transport_security(s))
-        return self
+        return server
+
+    def _log_models(self) -> None:
+        for name in self.repository.names():
+            for v in self.repository.versions(name):
+                logger.info(
+                    "model %s version %s: %s on %s (requested device %s)%s",
+                    name,
+                    v.version,
+                    v.state.value,
+                    v.provider or "-",
+                    v.requested_device or "-",
+                    f": {v.reason}" if v.reason else "",
+                )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop (idempotent): NOT_SERVING, refuse new RPCs, finish in-flight ones within
-        `grace` seconds (settings.grace_period_s by default), drain batchers, stop /metrics."""
+        """Graceful stop (idempotent): NOT_SERVING, refuse new requests, finish in-flight ones
+        within `grace` seconds (settings.grace_period_s by default), drain batchers, stop
+        /metrics."""
         if self._stopping:
             await self._stopped.wait()
             return
@@ -182,20 +199,19 @@ class Server:
             self.plane.begin_shutdown()
             await self.health.enter_graceful_shutdown()
             if self._grpc is not None:
-                # New calls get UNAVAILABLE while the running ones finish; only then does gRPC
-                # stop, since its own shutdown cancels calls the application has not picked up
-                # (servicers/rpc.py). What is left of the grace period goes to gRPC's stop.
+                # New calls get UNAVAILABLE (HTTP 503) while the running ones finish; only then
+                # do the transports stop, since gRPC's own shutdown cancels calls the
+                # application has not picked up (service.calls.Admission). What is left of the
+                # grace period goes to their stop.
                 logger.info("stopping: finishing in-flight requests (grace %.1fs)", grace)
                 if not await self.admission.drained(deadline) and self.admission.active:
                     logger.warning(
                         "grace period over with %d requests still running", self.admission.active
                     )
-                # Health Watch streams never end on their own: they hold the stop for the rest of
-                # the grace period (probes and load balancers use Check, which is unaffected).
-                await self._grpc.stop(max(deadline - time.monotonic(), 0.0))
+                left = max(deadline - time.monotonic(), 0.0)
+                await asyncio.gather(self._grpc.stop(left), self.http.stop(left))
             await self.repository.close(drain=True)
-            if self._background:
-                await asyncio.gather(*self._background, return_exceptions=True)
+            await self._model_health.settle()
         finally:
             self.metrics.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -209,32 +225,6 @@ class Server:
     def _publish_model(self, name: str) -> None:
         repo = self.repository
         self._model_series.update(name, repo.versions(name), repo.error(name))
-
-    # The repository calls this on every change to a model (from the event loop).
-    def _on_change(self, name: str) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-
-        def schedule() -> None:
-            # Keep a reference: the loop holds only weak ones to tasks.
-            task = loop.create_task(self._refresh_health(name))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-        if _in_loop(loop):
-            schedule()
-        else:
-            loop.call_soon_threadsafe(schedule)
-
-    async def _refresh_health(self, name: str) -> None:
-        await self.health.set(name, _model_health(self.repository.versions(name)))
-        await self._update_overall()
-
-    async def _update_overall(self) -> None:
-        status = SERVING if self.repository.is_ready() and not self._stopping else NOT_SERVING
-        for service in ("", TASK_SERVICE, KSERVE_SERVICE):
-            await self.health.set(service, status)
 
 
 async def serve(settings: Settings) -> int:
@@ -288,19 +278,8 @@ def _check_repository(s: Settings) -> None:
         raise RepositoryError(f"model repository {str(repo)!r} holds no model folders {hint}")
 
 
-def _model_health(versions: list[ServedModel]) -> int:
-    return int(SERVING if any(v.state is ModelState.READY for v in versions) else NOT_SERVING)
-
-
 def _host(host: str) -> str:
     """An address a client can dial: the wildcard binds become loopback, IPv6 gets brackets."""
     if host in ("0.0.0.0", "", "::", "[::]"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False

@@ -55,6 +55,17 @@ class Settings:
     grpc_port: int = dataclasses.field(
         default=8001, metadata=_help("gRPC port; 0 picks a free port (logged at start-up).")
     )
+    http_host: str = dataclasses.field(
+        default="0.0.0.0",
+        metadata=_help("Address the HTTP server (KServe v2 REST and the task API) binds to."),
+    )
+    http_port: int = dataclasses.field(
+        default=8000,
+        metadata=_help(
+            "HTTP port (KServe v2 REST, /v1/classify, /v1/detect-speech); 0 picks a free port, "
+            "-1 disables HTTP."
+        ),
+    )
     metrics_host: str = dataclasses.field(
         default="0.0.0.0", metadata=_help("Address the Prometheus /metrics HTTP server binds to.")
     )
@@ -347,6 +358,13 @@ def _validate(s: Settings) -> None:
 
     check(0 <= s.grpc_port <= 65535, "grpc_port", "between 0 and 65535")
     check(-1 <= s.metrics_port <= 65535, "metrics_port", "between -1 and 65535")
+    check(-1 <= s.http_port <= 65535, "http_port", "between -1 and 65535")
+    check(
+        s.http_port <= 0 or s.http_port not in (s.grpc_port, s.metrics_port),
+        "http_port",
+        "different from grpc-port and metrics-port",
+    )
+    check(bool(s.http_host), "http_host", "a host name or address")
     check(
         s.metrics_port <= 0 or s.metrics_port != s.grpc_port,
         "metrics_port",

@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf import json_format
 
 from service import calls
+from service._proto.inference.model_config_pb2 import ModelConfig
 from service.dataplane import postprocess, speech, validation
 from service.dataplane.catalog import Catalog
 from service.dataplane.records import (
@@ -108,15 +110,22 @@ class DataPlane:
     async def load(
         self, name: str, repository: str = "", parameters: Mapping[str, Any] | None = None
     ) -> None:
+        """(Re)load a model from the repository. Parameter `config` (Triton's override: the
+        ModelConfig as JSON) replaces its config.pbtxt for this load; `convserve tune` tries
+        configurations that way. Model files always come from the repository directory."""
         _check_repository(repository)
         _check_model_name(name)
-        overrides = sorted(k for k in parameters or {} if k == "config" or k.startswith("file:"))
-        if overrides:
+        parameters = parameters or {}
+        files = sorted(k for k in parameters if k.startswith("file:"))
+        if files:
             raise InvalidInputError(
-                f"load parameters {overrides} are not supported: convserve loads models only "
+                f"load parameters {files} are not supported: convserve loads model files only "
                 "from the repository directory"
             )
-        await self.repository.load(name)
+        config = None
+        if "config" in parameters:
+            config = _config_override(name, parameters["config"])
+        await self.repository.load(name, config)
         calls.set_model(name)
 
     async def unload(self, name: str, repository: str = "") -> None:
@@ -273,6 +282,22 @@ def _prepare_clip(
     x = prepare_audio(audio, array, sample_rate, spec)
     windows, starts = split_windows(x, spec)
     return x, windows, starts
+
+
+def _config_override(name: str, text: object) -> ModelConfig:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError("load parameter config must be a ModelConfig as a JSON string")
+    config = ModelConfig()
+    try:
+        json_format.Parse(text, config)
+    except json_format.ParseError as exc:
+        raise InvalidInputError(f"load parameter config is not a ModelConfig: {exc}") from None
+    if config.name and config.name != name:
+        raise InvalidInputError(f"load parameter config names {config.name!r}, not {name!r}")
+    config.name = name
+    return config
 
 
 def _check_repository(name: str) -> None:

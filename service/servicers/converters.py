@@ -17,6 +17,7 @@ import numpy as np
 
 from service._proto.convserve.v1 import inference_pb2 as task_pb
 from service._proto.inference import grpc_service_pb2 as pb
+from service.batcher import ModelStats
 from service.dataplane import tensors
 from service.dataplane.postprocess import WindowResult
 from service.dataplane.records import (
@@ -112,8 +113,10 @@ def raw_tensors(
     return out
 
 
-def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
-    """InferParameter oneofs -> plain values (unset ones are left out)."""
+def parameters(
+    params: Mapping[str, pb.InferParameter] | Mapping[str, pb.ModelRepositoryParameter],
+) -> dict[str, Any]:
+    """InferParameter / ModelRepositoryParameter oneofs -> plain values (unset ones left out)."""
     values: dict[str, Any] = {}
     for key, param in params.items():
         which = param.WhichOneof("parameter_choice")
@@ -134,6 +137,26 @@ def model_metadata(meta: ModelMetadata) -> pb.ModelMetadataResponse:
         inputs=[tensor_metadata(t) for t in meta.inputs],
         outputs=[tensor_metadata(t) for t in meta.outputs],
     )
+
+
+def model_statistics(name: str, version: str, stats: ModelStats) -> pb.ModelStatistics:
+    """Triton's ModelStatistics from the version's batcher counters (service.batcher.stats).
+
+    Per batch size only compute_infer is known (the batcher times whole batches).
+    """
+    out = pb.ModelStatistics(name=name, version=version)
+    out.last_inference = stats.last_inference_ms
+    out.inference_count = stats.inference_count
+    out.execution_count = stats.execution_count
+    for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+        d = getattr(stats, field)
+        getattr(out.inference_stats, field).CopyFrom(pb.StatisticDuration(count=d.count, ns=d.ns))
+    for size in sorted(stats.batches):
+        d = stats.batches[size]
+        out.batch_stats.add(
+            batch_size=size, compute_infer=pb.StatisticDuration(count=d.count, ns=d.ns)
+        )
+    return out
 
 
 # -- convserve.v1 ----------------------------------------------------------------------------

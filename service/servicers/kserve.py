@@ -15,9 +15,9 @@ from typing import Final
 
 from service._proto.inference import grpc_service_pb2 as pb
 from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from service.batcher import ModelStats
+from service.calls import translate
 from service.servicers import converters
-from service.servicers.rpc import Context, Servicer, deadline_of, rpc, translate
+from service.servicers.rpc import Context, Servicer, deadline_of, rpc
 
 # ModelStreamInfer: requests of one stream being processed at once (each waits in the batcher).
 STREAM_WINDOW: Final = 64
@@ -74,7 +74,9 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: Context
     ) -> pb.ModelStatisticsResponse:
         rows = self.plane.models.statistics(request.name, request.version)
-        return pb.ModelStatisticsResponse(model_stats=[_statistics(*row) for row in rows])
+        return pb.ModelStatisticsResponse(
+            model_stats=[converters.model_statistics(*row) for row in rows]
+        )
 
     # ---- inference -------------------------------------------------------------------------
 
@@ -165,7 +167,7 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         await self.plane.load(
             request.model_name,
             request.repository_name,
-            {k: v for k, v in request.parameters.items()},
+            converters.parameters(request.parameters),
         )
         return pb.RepositoryModelLoadResponse()
 
@@ -175,23 +177,3 @@ class KServeServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         await self.plane.unload(request.model_name, request.repository_name)
         return pb.RepositoryModelUnloadResponse()
-
-
-def _statistics(name: str, version: str, stats: ModelStats) -> pb.ModelStatistics:
-    """Triton's ModelStatistics from the version's batcher counters (service.batcher.stats).
-
-    Per batch size only compute_infer is known (the batcher times whole batches).
-    """
-    out = pb.ModelStatistics(name=name, version=version)
-    out.last_inference = stats.last_inference_ms
-    out.inference_count = stats.inference_count
-    out.execution_count = stats.execution_count
-    for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
-        d = getattr(stats, field)
-        getattr(out.inference_stats, field).CopyFrom(pb.StatisticDuration(count=d.count, ns=d.ns))
-    for size in sorted(stats.batches):
-        d = stats.batches[size]
-        out.batch_stats.add(
-            batch_size=size, compute_infer=pb.StatisticDuration(count=d.count, ns=d.ns)
-        )
-    return out

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -32,11 +31,8 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from service.calls import Admission, Call, CallMetrics, current_model
+from service.calls import Admission, Call, CallMetrics, translate
 from service.dataplane import DataPlane
-from service.errors import to_status
-
-logger = logging.getLogger("service.rpc")
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -118,16 +114,6 @@ def wrapped_method(fn: object) -> str | None:
     """The RPC name `rpc` recorded on a wrapped handler, or None when it was not wrapped."""
     name = getattr(fn, _MARK, None)
     return name if isinstance(name, str) else None
-
-
-def translate(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
-    """The status for `exc` (errors.to_status); INTERNAL ones are logged with their traceback."""
-    code, message = to_status(exc)
-    if code is grpc.StatusCode.INTERNAL:
-        logger.error("%s failed (model %r)", method, current_model(), exc_info=exc)
-    else:
-        logger.debug("%s: %s %s", method, code.name, message)
-    return code, message
 
 
 def _code_name(code: Any) -> str:

@@ -213,6 +213,8 @@ def make_settings(repository: Path, **overrides: Any) -> Settings:
         "grpc_port": 0,
         "metrics_host": "127.0.0.1",
         "metrics_port": 0,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
         "device": "cpu",
         "default_image_model": "tiny_image",
         "default_speech_model": "tiny_speech",
@@ -242,6 +244,12 @@ class ServerThread:
     def target(self) -> str:
         assert self.server is not None
         return f"127.0.0.1:{self.server.grpc_port}"
+
+    @property
+    def http(self) -> str:
+        """Base URL of the HTTP port."""
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.http_port}"
 
     def start(self, timeout: float = 120.0) -> ServerThread:
         self._thread.start()

@@ -20,6 +20,7 @@ EXPECTED = {
     "ModelLoadError": grpc.StatusCode.UNAVAILABLE,
     "ServerShuttingDownError": grpc.StatusCode.UNAVAILABLE,
     "QueueFullError": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "MessageTooLargeError": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "DeadlineExceededError": grpc.StatusCode.DEADLINE_EXCEEDED,
     "RepositoryError": grpc.StatusCode.INTERNAL,
     "InferenceError": grpc.StatusCode.INTERNAL,

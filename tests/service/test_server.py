@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service import devices
 from service._proto.convserve.v1 import inference_pb2 as pb
 from service._proto.convserve.v1 import inference_pb2_grpc as pb_grpc
 from service._proto.inference import grpc_service_pb2 as kpb
@@ -28,6 +29,7 @@ from service._proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from service.errors import ConvserveError, ModelLoadError, RepositoryError
 from service.process import ServerProcess, loopback_env, parse_endpoints, serve_command
 from service.server import Server
+from tests.service import onnx_builders
 from tests.service.conftest import ROOT, ServerThread, eventually, make_settings, png
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -66,6 +68,7 @@ def test_ready_line(server: ServerThread) -> None:
     assert len(endpoints) == len(line.split()) - 2  # nothing but name=HOST:PORT pairs follow
     assert endpoints["grpc"].port == server.server.grpc_port
     assert endpoints["metrics"].port == server.server.metrics_port > 0
+    assert endpoints["http"].port == server.server.http_port > 0
 
 
 def test_metrics_endpoint(server: ServerThread, task_stub: pb_grpc.InferenceStub) -> None:
@@ -120,6 +123,7 @@ def tight_server(repository: Path) -> Iterator[ServerThread]:
         repository,
         max_message_bytes=4096,
         max_concurrent_streams=1,
+        max_stream_seconds=1.0,
         load_models=("tiny_image", "tiny_speech", "broken", "bad_config"),
         metrics_port=-1,
     )
@@ -166,6 +170,25 @@ def test_message_too_large_is_resource_exhausted(
         assert "larger than max" in (exc.value.details() or "")
         small = png(rng.integers(0, 256, size=(8, 8), dtype=np.uint8))
         assert stub.ClassifyImage(pb.ClassifyImageRequest(image=small), timeout=10).classes
+
+
+def test_stream_duration_limit(tight_server: ServerThread) -> None:
+    """A stream may carry --max-stream-seconds of audio; the message past it fails the stream
+    with INVALID_ARGUMENT, after the windows before it were answered."""
+    chunk = np.zeros(1600, "<i2").tobytes()  # 0.1 s at 16 kHz, under the 4 KiB message limit
+
+    def messages() -> Iterator[pb.StreamDetectSpeechRequest]:
+        for _ in range(15):  # 1.5 s
+            yield pb.StreamDetectSpeechRequest(pcm_s16le=chunk)
+
+    replies: list[pb.StreamDetectSpeechResponse] = []
+    with grpc.insecure_channel(tight_server.target) as channel, pytest.raises(grpc.RpcError) as exc:
+        for reply in pb_grpc.InferenceStub(channel).StreamDetectSpeech(messages(), timeout=30):
+            replies.append(reply)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "--max-stream-seconds" in (exc.value.details() or "")
+    assert replies and not replies[-1].final  # windows of the first second were answered
+    assert tight_server.server is not None and tight_server.server.plane.open_streams == 0
 
 
 def test_stream_cap_is_resource_exhausted(tight_server: ServerThread) -> None:
@@ -258,6 +281,50 @@ def test_process_start_failures_exit_2_with_one_line(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_health_watch_streams_end_at_shutdown(repository: Path) -> None:
+    """A Watch stream gets NOT_SERVING at shutdown and then ends (status OK), so watchers do not
+    hold the drain for the whole 30 s grace period."""
+    thread = ServerThread(make_settings(repository, load_models=("tiny_image",), grace_period_s=30))
+    thread.start()
+    with grpc.insecure_channel(thread.target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=60
+        )
+        assert next(watch).status == SERVING
+        stopper = threading.Thread(target=thread.stop)
+        stopper.start()
+        assert [r.status for r in watch] == [NOT_SERVING]  # then the stream ends
+        assert watch.code() == grpc.StatusCode.OK
+        stopper.join(timeout=20)
+        assert not stopper.is_alive(), "the server did not stop within 20 s of a 30 s grace"
+
+
+def test_start_without_a_gpu_is_quiet(tmp_path: Path) -> None:
+    """--device auto on a machine without a usable GPU: no ONNX Runtime error lines, one INFO
+    line saying why it runs on CPU; --device cuda:0 stays loud about the fallback."""
+    if devices.cuda_unavailable_reason() is None:
+        pytest.skip("CUDA can work here")
+    for name in ("a", "b"):  # KIND_AUTO: the instances follow --device
+        onnx_builders.write_model(tmp_path, name, instance_kind="KIND_AUTO")
+    auto = ServerProcess(
+        serve_command(tmp_path, "--device", "auto"),
+        env=loopback_env(),
+        cwd=ROOT,
+        separate_stderr=True,
+    ).wait_ready(timeout=120)
+    cuda = ServerProcess(
+        serve_command(tmp_path, "--device", "cuda:0", "--load-models", "a"),
+        env=loopback_env(),
+        cwd=ROOT,
+        separate_stderr=True,
+    ).wait_ready(timeout=120)
+    assert auto.stop() == 0 and cuda.stop() == 0
+    quiet, loud = auto.stderr(), cuda.stderr()
+    assert "[E:onnxruntime" not in quiet and " ERROR " not in quiet, quiet
+    assert quiet.count("--device auto: running on CPU:") == 1, quiet
+    assert "asked for CUDA but ONNX Runtime runs it on CPUExecutionProvider" in loud, loud
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_0(
     repository: Path, rng: np.random.Generator
 ) -> None:
@@ -290,6 +357,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(
                 watch.cancel()
                 replies = [f.result(timeout=30) for f in futures]
             assert all(r.model == "slow" and len(r.classes) == 5 for r in replies)
+        # HTTP shares the admission: refused (503) or closed while draining, never hanging.
+        with pytest.raises(OSError):
+            urllib.request.urlopen(proc.url("http", "/v2/health/ready"), timeout=10)
         with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as exc:
             pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=2)
         assert exc.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
