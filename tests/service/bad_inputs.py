@@ -1,7 +1,8 @@
 """The bad-input matrix as data: tests/service/bad_inputs.toml's cases, and the builders that turn
 a case's protocol-neutral `send` table into request fields (bytes, arrays, lists, plain values).
 
-A protocol's test turns the fields into its request: test_bad_input_matrix.py into gRPC messages.
+A protocol's module turns the fields into its request: bad_inputs_grpc.py into gRPC messages,
+bad_inputs_http.py into HTTP requests.
 Every builder draws fresh random data from the generator it is given, so no case is checked on
 one fixed input.
 """
@@ -33,8 +34,9 @@ class Case:
     status: str  # gRPC status name
     message: tuple[str, ...] = ()  # the actionable part: each must be in the error message
     send: Mapping[str, Any] | None = None  # request fields, unbuilt
-    run: str | None = None  # a scenario of the test module instead of `send`
+    run: str | None = None  # a scenario (bad_input_scenarios.py) instead of `send`
     masked: bool = True  # compare the message with the doc (numbers and bytes masked)
+    http: Mapping[str, Any] | None = None  # how HTTP differs (tests/service/bad_inputs_http.py)
 
 
 @dataclass(frozen=True)
