@@ -1,5 +1,7 @@
 """Closed-loop (or fixed-rate) gRPC load generator: asyncio + grpc.aio, bounded in-flight.
 
+A command line over service/loadgen.py (the engine `convserve tune` uses too).
+
     python -m benchmarks.loadgen --target 127.0.0.1:8001 --mode kserve --model lenet5_fashion \
         --concurrency 16 --channels 4 --duration 10 --warmup 2
 
@@ -33,93 +35,59 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import GRPC_OPTIONS, KSERVE_INFER, percentiles
+from service.loadgen import (
+    KSERVE_INFER,
+    Load,
+    describe_kserve_reply,
+    kserve_payloads,
+    metadata_inputs,
+    parse_input,
+    run_load,
+    summarise,
+)
 
 METHODS = {
     "kserve": KSERVE_INFER,
     "classify": "/convserve.v1.Inference/ClassifyImage",
     "speech": "/convserve.v1.Inference/DetectSpeech",
 }
-PAYLOADS = 8  # distinct requests cycled through (different data, same shape)
-
-
-@dataclass
-class Sample:
-    start: float
-    end: float
 
 
 def build_payloads(args: argparse.Namespace) -> tuple[list[bytes], int]:
     """Serialised requests and the rows each carries."""
     if args.mode == "kserve":
-        from service._proto.inference import grpc_service_pb2 as pb
-
-        name, datatype, dims = _input_spec(args)
-        rng = np.random.default_rng(args.seed)
-        shape = [args.rows, *dims]
-        out = []
-        for i in range(PAYLOADS):
-            data = rng.standard_normal(shape).astype(np.float32)
-            request = pb.ModelInferRequest(model_name=args.model, id=str(i))
-            request.inputs.add(name=name, datatype=datatype, shape=shape)
-            request.raw_input_contents.append(data.tobytes())
-            out.append(request.SerializeToString())
-        return out, args.rows
-    from benchmarks import inputs
+        try:
+            inputs = (
+                [parse_input(args.input)]
+                if args.input
+                else metadata_inputs(args.target, args.model)[:1]
+            )
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        return kserve_payloads(args.model, inputs, args.rows, args.seed), args.rows
+    from benchmarks import inputs as bench_inputs
     from service._proto.convserve.v1 import inference_pb2 as task_pb
 
     if args.mode == "classify":
-        images = inputs.load(args.images)
+        images = bench_inputs.load(args.images)
         return [
             task_pb.ClassifyImageRequest(image=b, model=args.model, top_k=5).SerializeToString()
             for b in images
         ], 1
-    clips = inputs.load("wav")
+    clips = bench_inputs.load("wav")
     return [
         task_pb.DetectSpeechRequest(audio=b, model=args.model).SerializeToString() for b in clips
     ], 1
 
 
-def _input_spec(args: argparse.Namespace) -> tuple[str, str, list[int]]:
-    """--input NAME:DATATYPE:D1,D2,... or, without it, the server's ModelMetadata."""
-    if args.input:
-        name, datatype, dims = args.input.split(":")
-        return name, datatype, [int(d) for d in dims.split(",")]
-    from service._proto.inference import grpc_service_pb2 as pb
-    from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
-
-    with grpc.insecure_channel(args.target) as channel:
-        meta = pb_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
-            pb.ModelMetadataRequest(name=args.model), timeout=10
-        )
-    tensor = meta.inputs[0]
-    dims = [int(d) for d in tensor.shape]
-    if dims and dims[0] == -1:
-        dims = dims[1:]
-    if any(d < 0 for d in dims):
-        raise SystemExit(f"{args.model}: input {tensor.name} has dynamic dims {dims}; use --input")
-    return tensor.name, tensor.datatype, dims
-
-
 def check_reply(mode: str, reply: bytes) -> str:
     """A one-line description of a reply, proving the server computed something real."""
     if mode == "kserve":
-        from service._proto.inference import grpc_service_pb2 as pb
-
-        r = pb.ModelInferResponse.FromString(reply)
-        outs = [f"{o.name}{list(o.shape)}" for o in r.outputs]
-        raw = sum(len(b) for b in r.raw_output_contents)
-        typed = sum(len(o.contents.fp32_contents) for o in r.outputs)
-        return f"outputs {', '.join(outs)}; {raw} raw bytes, {typed} typed fp32 values"
+        return describe_kserve_reply(reply)
     from service._proto.convserve.v1 import inference_pb2 as task_pb
 
     if mode == "classify":
@@ -130,107 +98,20 @@ def check_reply(mode: str, reply: bytes) -> str:
     return f"{s.model}: p(speech) {s.speech_probability:.3f}, {len(s.windows)} windows"
 
 
-async def run_load(args: argparse.Namespace, payloads: list[bytes]) -> dict[str, Any]:
-    options = [*GRPC_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-    channels = [
-        grpc.aio.insecure_channel(args.target, options=options) for _ in range(args.channels)
-    ]
-    calls = [ch.unary_unary(METHODS[args.mode]) for ch in channels]  # bytes in, bytes out
-    for ch in channels:
-        await asyncio.wait_for(ch.channel_ready(), 30)
-    # One request per channel before the clock starts: connections up, reply checked.
-    first = await calls[0](payloads[0], timeout=args.timeout)
-    description = check_reply(args.mode, first)
-    if args.start_at:
-        await asyncio.sleep(max(0.0, args.start_at - time.time()))
-
-    loop_start = time.perf_counter()
-    window_start = loop_start + args.warmup
-    stop_at = window_start + args.duration
-    samples: list[Sample] = []
-    errors: Counter[str] = Counter()
-    issued = 0
-    budget = args.max_requests
-
-    async def one(call: Any, payload: bytes, scheduled: float) -> None:
-        # Counted by when it completes: whatever ends inside the window, whenever it started.
-        try:
-            await call(payload, timeout=args.timeout)
-        except grpc.aio.AioRpcError as exc:
-            if window_start <= time.perf_counter() < stop_at:
-                errors[exc.code().name] += 1
-            return
-        end = time.perf_counter()
-        if window_start <= end < stop_at:
-            samples.append(Sample(scheduled, end))
-
-    async def worker(index: int) -> None:
-        nonlocal issued
-        call = calls[index % len(calls)]
-        k = index
-        while issued < budget:
-            now = time.perf_counter()
-            if now >= stop_at:
-                return
-            issued += 1
-            await one(call, payloads[k % len(payloads)], now)
-            k += 1
-
-    async def paced() -> None:
-        nonlocal issued
-        gate = asyncio.Semaphore(args.concurrency)
-        tasks: set[asyncio.Task[None]] = set()
-        interval = 1.0 / args.rate
-        k = 0
-        while issued < budget:
-            scheduled = loop_start + k * interval
-            if scheduled >= stop_at:
-                break
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await gate.acquire()  # bounded in flight; waiting here counts in the latency
-            issued += 1
-            call = calls[k % len(calls)]
-
-            async def go(call: Any = call, k: int = k, scheduled: float = scheduled) -> None:
-                try:
-                    await one(call, payloads[k % len(payloads)], scheduled)
-                finally:
-                    gate.release()
-
-            task = asyncio.create_task(go())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            k += 1
-        if tasks:
-            await asyncio.wait(tasks, timeout=args.timeout)
-
-    cpu0 = time.process_time()
-    if args.rate:
-        await paced()
-    else:
-        await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
-    cpu = time.process_time() - cpu0
-    for ch in channels:
-        await ch.close()
-    return {
-        "latencies": [s.end - s.start for s in samples],
-        "errors": dict(errors),
-        "issued": issued,
-        "window_s": args.duration,
-        "client_cpu_s": cpu,
-        "reply": description,
-    }
+def load_of(args: argparse.Namespace) -> Load:
+    return Load(
+        concurrency=args.concurrency,
+        channels=args.channels,
+        rate=args.rate,
+        duration=args.duration,
+        warmup=args.warmup,
+        max_requests=args.max_requests,
+        timeout=args.timeout,
+        start_at=args.start_at,
+    )
 
 
-def summarise(args: argparse.Namespace, parts: list[dict[str, Any]], rows: int) -> dict[str, Any]:
-    latencies = [x for p in parts for x in p["latencies"]]
-    errors: Counter[str] = Counter()
-    for p in parts:
-        errors.update(p["errors"])
-    window = args.duration
-    completed = len(latencies)
+def summary(args: argparse.Namespace, parts: list[dict[str, Any]], rows: int) -> dict[str, Any]:
     return {
         "client": "loadgen",
         "mode": args.mode,
@@ -241,14 +122,7 @@ def summarise(args: argparse.Namespace, parts: list[dict[str, Any]], rows: int) 
         "channels": args.channels,
         "procs": args.procs,
         "rows_per_request": rows,
-        "requests": completed,
-        "errors": dict(errors),
-        "window_s": window,
-        "throughput_rps": completed / window,
-        "rows_per_s": completed * rows / window,
-        **percentiles(latencies),
-        "client_cpu_s": sum(p["client_cpu_s"] for p in parts),
-        "reply": parts[0]["reply"] if parts else "",
+        **summarise(parts, args.duration, rows),
     }
 
 
@@ -308,14 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         ]
         limit = 60 + args.warmup + args.duration + args.timeout
         parts = [json.loads(c.communicate(timeout=limit)[0]) for c in children]
-        _, rows = (None, args.rows if args.mode == "kserve" else 1)
+        rows = args.rows if args.mode == "kserve" else 1
     else:
         payloads, rows = build_payloads(args)
-        parts = [asyncio.run(run_load(args, payloads))]
+        method = METHODS[args.mode]
+        load = load_of(args)
+        parts = [
+            asyncio.run(
+                run_load(args.target, method, payloads, load, lambda r: check_reply(args.mode, r))
+            )
+        ]
     if args.raw_samples:
         print(json.dumps(parts[0]))
         return 0
-    result = summarise(args, parts, rows)
+    result = summary(args, parts, rows)
     print(json.dumps(result))
     return 0 if result["requests"] and not math.isnan(result["p50_ms"]) else 1
 
