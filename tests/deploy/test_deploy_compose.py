@@ -84,6 +84,7 @@ def test_base_stack_is_valid_and_wired() -> None:
     server = services["convserve"]
     assert server["build"]["dockerfile"] == "deploy/docker/Dockerfile"
     assert {(p["target"], p["published"]) for p in server["ports"]} == {
+        (8000, "8000"),  # HTTP: KServe v2 REST and the task API for curl
         (8001, "8001"),
         (8002, "8002"),
     }

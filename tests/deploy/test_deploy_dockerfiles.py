@@ -113,7 +113,7 @@ def test_runtime_stage_contract(flavour: str) -> None:
     assert runtime[0][1].endswith("AS runtime")
     final = dict(runtime)  # the last of each instruction wins, as in Docker
     assert final["USER"] == "10001:10001"
-    assert final["EXPOSE"].split() == ["8001", "8002"]
+    assert final["EXPOSE"].split() == ["8000", "8001", "8002"]  # HTTP, gRPC, metrics (Triton's)
     assert final["VOLUME"] == '["/models"]'
     assert final["STOPSIGNAL"] == "SIGTERM"
     assert final["ENTRYPOINT"] == '["convserve"]'
@@ -123,6 +123,8 @@ def test_runtime_stage_contract(flavour: str) -> None:
     )
     env = " ".join(args for kw, args in runtime if kw == "ENV")
     assert "CONVSERVE_GRACE_PERIOD_S=30" in env
+    ports = dict(re.findall(r"CONVSERVE_(HTTP|GRPC|METRICS)_PORT=(\d+)", env))
+    assert ports == {"HTTP": "8000", "GRPC": "8001", "METRICS": "8002"}, "the EXPOSEd ports"
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))

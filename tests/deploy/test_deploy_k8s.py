@@ -29,6 +29,8 @@ K8S = REPO / "deploy" / "k8s"
 KUBE_VERSIONS = ("1.29.0", "1.37.0")  # oldest supported (gRPC probes GA in 1.27) and newest
 CRD_KINDS = {"ServiceMonitor", "InferenceService", "ServingRuntime"}
 GRACE_S = 30
+# DESIGN.md's ports (Triton's): each CONVSERVE_*_PORT a manifest sets must be its container port.
+PORTS = {"CONVSERVE_HTTP_PORT": 8000, "CONVSERVE_GRPC_PORT": 8001, "CONVSERVE_METRICS_PORT": 8002}
 
 
 def _load_helper():
@@ -162,6 +164,21 @@ def env_of(c: dict) -> dict[str, str]:
     return {e["name"]: e["value"] for e in c.get("env", [])}
 
 
+def ports_of(c: dict) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in c["ports"]}
+
+
+def assert_env_ports_are_container_ports(c: dict) -> None:
+    env = env_of(c)
+    assert "CONVSERVE_HTTP_PORT" in env, "the HTTP port is configured where the others are"
+    declared = set(ports_of(c).values())
+    for name, port in PORTS.items():
+        if name in env:
+            assert int(env[name]) == port, name
+            # Metrics may be scraped by annotation instead of a declared port (KServe, Knative).
+            assert port in declared or name == "CONVSERVE_METRICS_PORT", name
+
+
 def test_deployment_probes_security_and_drain() -> None:
     deployment = one(raw_base(), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -193,7 +210,8 @@ def test_deployment_probes_security_and_drain() -> None:
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "8002"
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 8001, "metrics": 8002}
+    assert ports_of(c) == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert_env_ports_are_container_ports(c)
     assert c["resources"]["requests"]["cpu"], "the HPA's CPU target needs a request"
 
 
@@ -206,13 +224,19 @@ def test_services_pdb_and_servicemonitor_select_the_pods() -> None:
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     service = one(docs, "Service", "convserve")
     assert _selects(service["spec"]["selector"], pod_labels)
+    container_ports = ports_of(container(one(docs, "Deployment")))
     ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["http"]["port"] == 8000
+    assert ports["http"]["appProtocol"] == "http"
     assert ports["grpc"]["port"] == 8001
     assert ports["grpc"]["appProtocol"] == "grpc"
     assert ports["metrics"]["port"] == 8002
     headless = one(docs, "Service", "convserve-headless")
     assert headless["spec"]["clusterIP"] == "None"
-    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["http", "grpc"]
+    for svc in (service, headless):
+        for port in svc["spec"]["ports"]:  # a named targetPort must name a container port
+            assert port["targetPort"] in container_ports, port
 
     pdb = one(docs, "PodDisruptionBudget")
     assert _selects(pdb["spec"]["selector"]["matchLabels"], pod_labels)
@@ -269,9 +293,20 @@ def test_adapter_rules_are_well_formed() -> None:
     assert list(configmap["data"]) == ["config.yaml"]
 
 
+def assert_http_port_rendered(docs: list[dict]) -> None:
+    """The rendered manifests name port 8000: the pod's `http` port, and both Services'."""
+    c = container(one(docs, "Deployment"))
+    assert ports_of(c)["http"] == 8000
+    assert env_of(c)["CONVSERVE_HTTP_PORT"] == "8000"
+    for name in ("convserve", "convserve-headless"):
+        ports = {p["name"]: p for p in one(docs, "Service", name)["spec"]["ports"]}
+        assert (ports["http"]["port"], ports["http"]["targetPort"]) == (8000, "http"), name
+
+
 @needs_kubectl
 def test_cpu_overlay() -> None:
     docs = render("overlays/cpu")
+    assert_http_port_rendered(docs)
     c = container(one(docs, "Deployment"))
     assert c["image"] == "convserve:cpu"
     assert env_of(c)["CONVSERVE_DEVICE"] == "cpu"
@@ -282,6 +317,7 @@ def test_cpu_overlay() -> None:
 @needs_kubectl
 def test_gpu_overlay() -> None:
     docs = render("overlays/gpu")
+    assert_http_port_rendered(docs)
     deployment = one(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     c = container(deployment)
@@ -315,14 +351,20 @@ def test_kserve_custom_predictor_runs_the_same_image() -> None:
     assert c["image"].split(":")[0] == deployment_image.split(":")[0]
     assert c["args"][:1] == ["serve"]
     env = env_of(c)
-    assert env["PROTOCOL"] == "v2"  # KServe's protocol key for custom predictors
+    assert env["PROTOCOL"] == "v2"  # KServe's protocol key for custom predictors: v2 REST
     assert env["STORAGE_URI"].startswith("pvc://")
     assert (
         env["CONVSERVE_REPOSITORY"]
         == "/mnt/models"
         == c["args"][c["args"].index("--repository") + 1]
     )
-    assert c["ports"] == [{"name": "h2c", "containerPort": 8001, "protocol": "TCP"}]
+    # Knative/KServe port names: http1 (HTTP/1.1, REST) first, the predictor's own port, which
+    # KServe's Service answers on :80; then h2c (HTTP/2 cleartext, gRPC).
+    assert c["ports"] == [
+        {"name": "http1", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "h2c", "containerPort": 8001, "protocol": "TCP"},
+    ]
+    assert_env_ports_are_container_ports(c)
     assert c["readinessProbe"]["grpc"]["port"] == 8001
     assert predictor["terminationGracePeriodSeconds"] >= GRACE_S + 5
     annotations = isvc["metadata"]["annotations"]
@@ -338,12 +380,16 @@ def test_kserve_serving_runtime_form() -> None:
     assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     for doc in (runtime, isvc):
         _metadata_ok(doc)
-    assert "grpc-v2" in runtime["spec"]["protocolVersions"]
+    assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]  # REST and gRPC
     (c,) = runtime["spec"]["containers"]
-    assert c["ports"][0] == {"name": "h2c", "containerPort": 8001, "protocol": "TCP"}
+    assert c["ports"] == [
+        {"name": "http1", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "h2c", "containerPort": 8001, "protocol": "TCP"},
+    ]
+    assert_env_ports_are_container_ports(c)
     model = isvc["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"]
-    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert model["protocolVersion"] == "v2"  # served on the first port, http1
     formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model["modelFormat"]["name"] in formats
     assert model["storageUri"].startswith("pvc://")
