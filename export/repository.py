@@ -149,10 +149,17 @@ class ModelConfig:
     # Omitted by default, as in docs/model-repository.md: the server then pads batches to powers
     # of two up to max_batch_size, and Triton sends whatever is queued without waiting for a size.
     preferred_batch_sizes: tuple[int, ...] = ()
+    # The server's default rule, written out so the file says how it batches (and Triton, which
+    # ignores the parameter, is unaffected); tests/export checks it equals the server's default.
+    batch_policy: str = "eager"
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
-        return {**self.input.parameters(), **self.extra_parameters}
+        return {
+            **self.input.parameters(),
+            "batch_policy": self.batch_policy,
+            **self.extra_parameters,
+        }
 
 
 def _quote(text: str) -> str:

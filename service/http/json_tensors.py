@@ -57,6 +57,11 @@ def infer_request(
         name, datatype, shape = _header(item, f"inputs[{i}]")
         params = _parameters(item, f"input {name!r}")
         size = params.get("binary_data_size")
+        if size is not None and "data" in item:
+            # As over gRPC (contents and raw_input_contents): picking one would hide a bug.
+            raise InvalidInputError(
+                f"input {name!r}: both data and binary_data_size are set; send one"
+            )
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise InvalidInputError(f"input {name!r}: binary_data_size must be a size")

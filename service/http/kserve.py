@@ -32,7 +32,6 @@ from service.http.routes import (
     endpoint,
     json_response,
     message_json,
-    read_body,
 )
 from service.servicers import converters
 
@@ -42,18 +41,18 @@ def _names(request: Request) -> tuple[str, str]:
 
 
 @endpoint("ServerLive")
-async def server_live(ctx: HttpContext, request: Request) -> Response:
+async def server_live(ctx: HttpContext, request: Request, body: bytes) -> Response:
     return json_response({"live": True})
 
 
 @endpoint("ServerReady")
-async def server_ready(ctx: HttpContext, request: Request) -> Response:
+async def server_ready(ctx: HttpContext, request: Request, body: bytes) -> Response:
     ready = ctx.plane.ready()
     return json_response({"ready": ready}, 200 if ready else 400)
 
 
 @endpoint("ServerMetadata")
-async def server_metadata(ctx: HttpContext, request: Request) -> Response:
+async def server_metadata(ctx: HttpContext, request: Request, body: bytes) -> Response:
     meta = ctx.plane.metadata()
     return json_response(
         {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
@@ -61,34 +60,33 @@ async def server_metadata(ctx: HttpContext, request: Request) -> Response:
 
 
 @endpoint("ModelMetadata")
-async def model_metadata(ctx: HttpContext, request: Request) -> Response:
+async def model_metadata(ctx: HttpContext, request: Request, body: bytes) -> Response:
     return json_response(
         message_json(converters.model_metadata(ctx.plane.models.metadata(*_names(request))))
     )
 
 
 @endpoint("ModelReady")
-async def model_ready(ctx: HttpContext, request: Request) -> Response:
+async def model_ready(ctx: HttpContext, request: Request, body: bytes) -> Response:
     name, version = _names(request)
     ready = ctx.plane.model_ready(name, version)
     return json_response({"name": name, "ready": ready}, 200 if ready else 400)
 
 
 @endpoint("ModelConfig")
-async def model_config(ctx: HttpContext, request: Request) -> Response:
+async def model_config(ctx: HttpContext, request: Request, body: bytes) -> Response:
     return json_response(message_json(ctx.plane.models.config(*_names(request))))
 
 
 @endpoint("ModelStatistics")
-async def model_statistics(ctx: HttpContext, request: Request) -> Response:
+async def model_statistics(ctx: HttpContext, request: Request, body: bytes) -> Response:
     rows = ctx.plane.models.statistics(*_names(request))
     stats = pb.ModelStatisticsResponse(model_stats=[converters.model_statistics(*r) for r in rows])
     return json_response(message_json(stats))
 
 
-@endpoint("ModelInfer")
-async def infer(ctx: HttpContext, request: Request) -> Response:
-    body = await read_body(ctx, request)
+@endpoint("ModelInfer", watch=True)
+async def infer(ctx: HttpContext, request: Request, body: bytes) -> Response:
     name, version = _names(request)
     header = request.headers.get(json_tensors.HEADER_LENGTH)
     record, parameters = json_tensors.infer_request(body, header, name, version)
@@ -104,8 +102,8 @@ async def infer(ctx: HttpContext, request: Request) -> Response:
 
 
 @endpoint("RepositoryIndex")
-async def repository_index(ctx: HttpContext, request: Request) -> Response:
-    document = await _optional_json(ctx, request)
+async def repository_index(ctx: HttpContext, request: Request, body: bytes) -> Response:
+    document = _optional_json(body)
     ready = document.get("ready", False)
     if not isinstance(ready, bool):
         raise InvalidInputError("ready must be true or false")
@@ -119,8 +117,8 @@ async def repository_index(ctx: HttpContext, request: Request) -> Response:
 
 
 @endpoint("RepositoryModelLoad")
-async def repository_load(ctx: HttpContext, request: Request) -> Response:
-    document = await _optional_json(ctx, request)
+async def repository_load(ctx: HttpContext, request: Request, body: bytes) -> Response:
+    document = _optional_json(body)
     parameters = document.get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidInputError("parameters must be an object")
@@ -131,13 +129,12 @@ async def repository_load(ctx: HttpContext, request: Request) -> Response:
 
 
 @endpoint("RepositoryModelUnload")
-async def repository_unload(ctx: HttpContext, request: Request) -> Response:
+async def repository_unload(ctx: HttpContext, request: Request, body: bytes) -> Response:
     await ctx.plane.unload(request.path_params["model"])
     return json_response({})
 
 
-async def _optional_json(ctx: HttpContext, request: Request) -> dict[str, Any]:
-    body = await read_body(ctx, request)
+def _optional_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:

@@ -5,6 +5,10 @@
 method names as the gRPC RPCs, so one dashboard covers both protocols), and any exception
 becomes the gRPC status's HTTP answer (service.errors.HTTP_STATUS) with a JSON body
 `{"error": message}` — INTERNAL ones with the generic message, the traceback in the log.
+
+The wrapper reads the body (bounded, decompressed) and hands it to the route. For a route that
+waits on inference (`watch=True`), it also watches the connection: a client that goes away
+cancels its request, which leaves the batch queue and is counted CANCELLED, as over gRPC.
 """
 
 from __future__ import annotations
@@ -47,10 +51,12 @@ class HttpContext:
     max_body_bytes: int
 
 
-Route = Callable[[HttpContext, Request], Awaitable[Response]]
+Route = Callable[[HttpContext, Request, bytes], Awaitable[Response]]
 
 
-def endpoint(method: str) -> Callable[[Route], Callable[[Request], Awaitable[Response]]]:
+def endpoint(
+    method: str, *, watch: bool = False
+) -> Callable[[Route], Callable[[Request], Awaitable[Response]]]:
     """Wrap a route; `method` is the gRPC RPC it corresponds to (metrics, logs)."""
 
     def wrap(route: Route) -> Callable[[Request], Awaitable[Response]]:
@@ -61,7 +67,13 @@ def endpoint(method: str) -> Callable[[Route], Callable[[Request], Awaitable[Res
             status = "OK"
             try:
                 call.admit(ctx.admission)
-                return await route(ctx, request)
+                body = await read_body(ctx, request)
+                if not watch:
+                    return await route(ctx, request, body)
+                return await _unless_gone(request, route(ctx, request, body))
+            except _ClientGoneError:
+                status = "CANCELLED"
+                return Response(status_code=499)  # nobody reads it: the client is gone
             except asyncio.CancelledError:
                 status = "CANCELLED"
                 raise
@@ -76,6 +88,31 @@ def endpoint(method: str) -> Callable[[Route], Callable[[Request], Awaitable[Res
         return handle
 
     return wrap
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _unless_gone(request: Request, work: Awaitable[Response]) -> Response:
+    """`work`, cancelled if the client disconnects first (_ClientGoneError then)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise _ClientGoneError
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client disconnects (the body is read: receive() has nothing else)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def json_response(document: Any, status: int = 200) -> Response:

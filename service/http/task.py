@@ -23,13 +23,12 @@ from starlette.types import Message
 
 from service._proto.convserve.v1 import inference_pb2 as pb
 from service.errors import InvalidInputError
-from service.http.routes import HttpContext, endpoint, json_response, message_json, query, read_body
+from service.http.routes import HttpContext, endpoint, json_response, message_json, query
 from service.servicers import converters
 
 
-async def _upload(ctx: HttpContext, request: Request) -> bytes:
+async def _upload(request: Request, body: bytes) -> bytes:
     """The request's file: the body itself, or the one file part of a multipart form."""
-    body = await read_body(ctx, request)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return body
 
@@ -50,9 +49,9 @@ def _deadline(request: Request) -> float | None:
     return time.monotonic() + timeout_ms / 1000 if timeout_ms else None
 
 
-@endpoint("ClassifyImage")
-async def classify(ctx: HttpContext, request: Request) -> Response:
-    image = await _upload(ctx, request)
+@endpoint("ClassifyImage", watch=True)
+async def classify(ctx: HttpContext, request: Request, body: bytes) -> Response:
+    image = await _upload(request, body)
     top_k = query(request, "top_k", int, 0)
     if top_k < 0:
         raise InvalidInputError(f"top_k must be positive, got {top_k}")
@@ -66,9 +65,9 @@ async def classify(ctx: HttpContext, request: Request) -> Response:
     return json_response(message_json(converters.classification(answer)))
 
 
-@endpoint("DetectSpeech")
-async def detect_speech(ctx: HttpContext, request: Request) -> Response:
-    audio = await _upload(ctx, request)
+@endpoint("DetectSpeech", watch=True)
+async def detect_speech(ctx: HttpContext, request: Request, body: bytes) -> Response:
+    audio = await _upload(request, body)
     answer = await ctx.plane.detect_speech(
         model=query(request, "model", str, ""),
         version=query(request, "version", str, ""),
@@ -80,13 +79,13 @@ async def detect_speech(ctx: HttpContext, request: Request) -> Response:
 
 
 @endpoint("ListModels")
-async def list_models(ctx: HttpContext, request: Request) -> Response:
+async def list_models(ctx: HttpContext, request: Request, body: bytes) -> Response:
     models = [converters.model_info(m) for m in ctx.plane.models.models()]
     return json_response(message_json(pb.ListModelsResponse(models=models)))
 
 
 @endpoint("GetModel")
-async def get_model(ctx: HttpContext, request: Request) -> Response:
+async def get_model(ctx: HttpContext, request: Request, body: bytes) -> Response:
     info = ctx.plane.models.model_info(
         request.path_params["name"], query(request, "version", str, "")
     )

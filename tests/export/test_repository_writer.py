@@ -74,6 +74,7 @@ def test_image_config_parses_into_modelconfig() -> None:
         "mean": "0.4850,0.4560,0.4060",
         "std": "0.2290,0.2240,0.2250",
         "output_activation": "softmax",
+        "batch_policy": "eager",
     }
 
 
@@ -94,6 +95,7 @@ def test_speech_config_parses_into_modelconfig() -> None:
         "speech_index": "1",
         "threshold": "0.5",
         "output_activation": "softmax",
+        "batch_policy": "eager",
     }
 
 
@@ -249,3 +251,23 @@ def test_has_servable_version(tmp_path: Path) -> None:
     assert has_servable_version(tmp_path / "m")
     (tmp_path / "m" / "1" / "model.onnx").unlink()
     assert not has_servable_version(tmp_path / "m")
+
+
+def test_the_exported_config_carries_the_servers_default_batching_rule(tmp_path: Path) -> None:
+    from service.config import DEFAULT_BATCH_POLICY, read_spec
+
+    cfg = ModelConfig(
+        "m", ImageInput(size=8, channels=1, mean=(0.5,), std=(0.25,)), num_classes=3
+    )
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "config.pbtxt").write_text(render_config(cfg))
+    (model_dir / "labels.txt").write_text("a\nb\nc\n")
+    assert 'key: "batch_policy" value: { string_value: "eager" }' in render_config(cfg)
+    assert read_spec(model_dir).batch_policy == DEFAULT_BATCH_POLICY
+
+
+def test_a_stray_zero_padded_folder_is_not_a_version(tmp_path: Path) -> None:
+    (tmp_path / "m" / "01").mkdir(parents=True)
+    (tmp_path / "m" / "2").mkdir()
+    assert versions(tmp_path / "m") == [2]  # the server's rule (service.layout)

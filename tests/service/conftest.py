@@ -11,6 +11,8 @@ Models (all CPU, microseconds per batch):
   small_queue  tiny_image's graph, 1 s delay, queue of 2 requests: the third is refused
   half         generic: x FP16 [N,4] → Mul by 2 → y FP16 [N,4], and mask BOOL [N,4] → out BOOL
                (datatypes other than FP32 on the KServe API)
+  (the image models name Triton's waiting rule, `batch_policy: delay`, so their delays hold
+  requests in the queue as these tests need; the default rule is tested in test_batch_policy.py)
   broken       a valid config with a corrupt model.onnx: not loaded at start (the server must be
                ready), loaded on demand by the tests → UNAVAILABLE
   bad_config   an unusable config.pbtxt (not loaded at start either)
@@ -74,6 +76,7 @@ dynamic_batching {{
   default_queue_policy {{ max_queue_size: {queue} }}
 }}
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+parameters {{ key: "batch_policy" value: {{ string_value: "delay" }} }}
 parameters {{ key: "task" value: {{ string_value: "image_classification" }} }}
 parameters {{ key: "image_size" value: {{ string_value: "8" }} }}
 parameters {{ key: "color" value: {{ string_value: "grayscale" }} }}

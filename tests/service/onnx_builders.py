@@ -6,6 +6,10 @@
   via Gather: column 1 must be in [-10, 9] (random warm-up data always is), a value such as 100
   makes ONNX Runtime fail the whole run ("indices element out of data bounds"). So one model
   both echoes ids and fails on demand.
+
+Their configs name Triton's waiting rule (`batch_policy: delay`): the tests built on them make
+requests queue (deadlines, full queues, batches that form) by holding a batch for its delay.
+The default rule (eager) is tested in test_batch_policy.py and end to end on exported models.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ dynamic_batching {{
   default_queue_policy {{ max_queue_size: {queue} }}
 }}
 instance_group [ {{ count: {instances} kind: {instance_kind} }} ]
+parameters {{ key: "batch_policy" value: {{ string_value: "delay" }} }}
 parameters {{ key: "task" value: {{ string_value: "image_classification" }} }}
 """
 
@@ -124,6 +129,7 @@ dynamic_batching {{
   default_queue_policy {{ max_queue_size: {queue} }}
 }}
 instance_group [ {{ count: {instances} kind: {instance_kind} }} ]
+parameters {{ key: "batch_policy" value: {{ string_value: "delay" }} }}
 parameters {{ key: "task" value: {{ string_value: "generic" }} }}
 """
 
@@ -138,6 +144,7 @@ dynamic_batching {{
   default_queue_policy {{ max_queue_size: {queue} }}
 }}
 instance_group [ {{ count: {instances} kind: {instance_kind} }} ]
+parameters {{ key: "batch_policy" value: {{ string_value: "delay" }} }}
 parameters {{ key: "task" value: {{ string_value: "speech_detection" }} }}
 parameters {{ key: "sample_rate" value: {{ string_value: "16000" }} }}
 parameters {{ key: "window_samples" value: {{ string_value: "1600" }} }}

@@ -1,5 +1,5 @@
-"""service.batcher `batch_policy`: `eager` sends at once on an idle instance yet still batches what
-arrives together and what piles up while the instance is busy; `delay` (default) waits."""
+"""service.batcher `batch_policy`: `eager` (the default) sends at once on an idle instance yet still
+batches what arrives together and what piles up while the instance is busy; `delay` waits."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def test_eager_lone_request_does_not_wait_for_the_delay(models: Models) ->
 async def test_delay_policy_waits_for_the_delay(models: Models) -> None:
     spec = echo_spec(models, max_queue_delay_s=0.3)
     batcher = DynamicBatcher(spec, [FakeRuntime()], Metrics(), "1")
-    assert echo_spec(models).batch_policy == "delay"  # the default
+    assert echo_spec(models).batch_policy == "delay"  # named in the test config
     await batcher.start()
     started = time.monotonic()
     await asyncio.wait_for(batcher.submit({"x": rows(1)}), 4)
@@ -88,3 +88,8 @@ def test_bad_batch_policy(tmp_path: Path) -> None:
     text = DOCUMENTED + 'parameters { key: "batch_policy" value: { string_value: "greedy" } }'
     with pytest.raises(ModelLoadError, match="batch_policy"):
         spec_from(write(tmp_path, text))
+
+
+def test_a_config_naming_no_policy_gets_eager(tmp_path: Path) -> None:
+    assert "batch_policy" not in DOCUMENTED
+    assert spec_from(write(tmp_path, DOCUMENTED)).batch_policy == "eager"

@@ -514,7 +514,8 @@ def test_perf_analyzer_streaming(server: ServerThread) -> None:
     proc = subprocess.run(
         [str(binary), "-m", "tiny_image", "-u", server.target, "-i", "grpc", "--streaming",
          "-b", "2", "--concurrency-range", "2", "--measurement-interval", "500",
-         "--max-trials", "3", "--stability-percentage", "100"],
+         # Stability is not what this checks, and a loaded CI machine varies a lot.
+         "--max-trials", "10", "--stability-percentage", "999"],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "LD_LIBRARY_PATH": str(tools / "lib")},
     )  # fmt: skip
