@@ -1,9 +1,10 @@
 """Dynamic batching: one queue per model version, one ONNX Runtime run per batch.
 
 Requests queue as futures (service.batcher.queue). A dispatcher task waits for an idle instance,
-collects a batch, and runs it in a worker thread — packing, ONNX Runtime and splitting happen
-there (service.batcher.packing); the event loop only routes. One batch per instance at a time,
-so instances run concurrently. Statistics and metrics: service.batcher.stats.
+collects a batch, and runs it in that instance's thread (service.batcher.worker) — packing, ONNX
+Runtime and splitting happen there (service.batcher.packing); the event loop only routes. One
+batch per instance at a time, so instances run concurrently. Statistics and metrics:
+service.batcher.stats.
 
 When a batch goes (config parameter `batch_policy`, service.spec.BatchPolicy):
   * `eager`: an idle instance does not wait for requests that have not arrived. It lets the event
@@ -26,12 +27,12 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from service.batcher.packing import Packer, Tensors
 from service.batcher.queue import Request, RequestQueue
 from service.batcher.stats import BatchRecorder, Duration, ModelStats
+from service.batcher.worker import Worker
 from service.errors import (
     ConvserveError,
     DeadlineExceededError,
@@ -60,13 +61,7 @@ class DynamicBatcher:
     """Queue and dispatcher for one model version; `runtimes` are its instances."""
 
     def __init__(
-        self,
-        spec: ModelSpec,
-        runtimes: Sequence[Runtime],
-        metrics: Metrics,
-        version: str,
-        *,
-        executor: ThreadPoolExecutor | None = None,
+        self, spec: ModelSpec, runtimes: Sequence[Runtime], metrics: Metrics, version: str
     ) -> None:
         if not runtimes:
             raise ValueError("a batcher needs at least one runtime")
@@ -83,10 +78,9 @@ class DynamicBatcher:
         self._packers = [Packer(spec, pad=pad) for _ in self._runtimes]
         self._eager = spec.batch_policy == BatchPolicy.EAGER
         self._limit = spec.max_batch_size if spec.batching else 1
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(
-            max_workers=len(runtimes), thread_name_prefix=f"ort-{spec.name}-{version}"
-        )
+        self._workers = [
+            Worker(f"ort-{spec.name}-{version}-{i}") for i in range(len(self._runtimes))
+        ]
         self._queue = RequestQueue(self.what, self._recorder.queue_depth)
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -126,8 +120,8 @@ class DynamicBatcher:
             await asyncio.shield(self._dispatcher)
         if self._running:
             await asyncio.shield(asyncio.gather(*self._running))
-        if self._own_executor:
-            self._executor.shutdown(wait=False)  # nothing left in it: every batch has finished
+        for worker in self._workers:
+            worker.stop()  # nothing left to run: every batch has finished
         for packer in self._packers:
             packer.release()
         self._recorder.queue_depth(0)
@@ -225,11 +219,8 @@ class DynamicBatcher:
         started = time.monotonic()
         self._recorder.started([started - r.enqueued for r in batch])
         rows = sum(r.rows for r in batch)
-        loop = asyncio.get_running_loop()
         try:
-            results, phases = await loop.run_in_executor(
-                self._executor, self._compute, index, batch, rows
-            )
+            results, phases = await self._workers[index].run(self._compute, index, batch, rows)
         except Exception:
             logger.exception("inference failed for %s (batch of %d rows)", self.what, rows)
             now = time.monotonic()
