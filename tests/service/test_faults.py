@@ -3,7 +3,7 @@ failing inside one batch, unloading a model with requests queued, and SIGTERM un
 `python -m service serve` process. In each, the failure stays with what it hit: the other models,
 the other batches and the requests already accepted are answered, none hangs.
 
-(test_server.py drains six queued requests on SIGTERM and test_servicers_kserve.py hot-loads a
+(test_server.py drains six queued requests on SIGTERM and servicers/test_kserve.py hot-loads a
 corrupt model; these go further: several kinds of broken file, recovery, batch-level isolation,
 unload under load, SIGTERM with traffic still arriving.)
 """

@@ -14,7 +14,15 @@ import pytest
 from service.batcher import DynamicBatcher
 from service.errors import ModelLoadError
 from service.metrics import Metrics
-from tests.service.test_batcher import FakeRuntime, Models, echo_spec, gate, models, rows, until
+from tests.service.batcher.test_batcher import (
+    FakeRuntime,
+    Models,
+    echo_spec,
+    gate,
+    models,
+    rows,
+    until,
+)
 from tests.service.test_config import DOCUMENTED, spec_from, write
 
 pytestmark = pytest.mark.timeout(60)
