@@ -7,7 +7,8 @@ cd "$(dirname "$0")/../.."
 [[ -f .gpu/plan.md ]] || { echo "dryrun.sh: no .gpu/plan.md: run benchmarks/gpu/prepare.sh" >&2; exit 2; }
 out=benchmarks/results/gpu/DRYRUN.md
 mkdir -p "$(dirname "$out")"
-stage=$(mktemp -d)/stage  # must stay absent: run.sh writes nothing without a GPU
+tmp=$(mktemp -d)
+stage=$tmp/stage  # must stay absent: run.sh writes nothing without a GPU
 output=$(CONVSERVE_GPU_STAGE=$stage OUT= benchmarks/gpu/run.sh 2>&1)
 code=$?
 {
@@ -25,6 +26,9 @@ code=$?
   if [[ -e $stage ]]; then echo "**The staging folder was created: run.sh touched something.**"
   else echo "Nothing was written: the staging folder $stage does not exist afterwards."; fi
   echo
+  echo "How the run works and what it cannot have verified without a GPU: docs/gpu.md."
+  echo
   sed -e 's/^# /## /' .gpu/plan.md
 } > "$out"
+rm -rf "$tmp"
 echo "dryrun.sh: run.sh exited $code; wrote $out"
