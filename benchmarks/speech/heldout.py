@@ -105,6 +105,13 @@ def markdown(result: dict[str, Any]) -> str:
         o = result["test"]["overall"][m]
         lines.append(f"| {m} | {_fmt(o['balanced_accuracy'])} | {_fmt(o['roc_auc'])} | "
                      f"{_fmt(o['recall'])} | {_fmt(o['false_alarm'])} | {o['n']} |")  # fmt: skip
+    default = result["test"].get("silero_vad_default_0.5")
+    if default:
+        lines.append(
+            f"| silero_vad at its default 0.5 | {_fmt(default['balanced_accuracy'])} | "
+            f"{_fmt(default['roc_auc'])} | {_fmt(default['recall'])} | "
+            f"{_fmt(default['false_alarm'])} | {default['n']} |"
+        )
     head = "| source | kind | n | " + " | ".join(
         f"{m} recall / FA | {m} AUC" for m in models) + " |"  # fmt: skip
     lines += ["", "Per source (speech: recall; non-speech: false-alarm rate):", "", head,
@@ -202,6 +209,10 @@ def evaluate(
     result["val"] = {"overall": {m: metrics.summary(y["val"], scores["val"][m], t)
                                  for m, t in thresholds.items()}}  # fmt: skip
     result["test"] = report(corpus, "test", idx["test"], scores["test"], thresholds)
+    if silero:  # silero's own default (0.5), for reference beside the val-chosen threshold
+        result["test"]["silero_vad_default_0.5"] = metrics.summary(
+            y["test"], scores["test"]["silero_vad"], 0.5
+        )
     result["_arrays"] = {"y_test": y["test"], **{f"{m}_test": v for m, v in scores["test"].items()}}
     return result
 

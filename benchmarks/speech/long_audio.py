@@ -152,6 +152,9 @@ def evaluate(
             "files": data[s]["files"],
             **{m: metrics.summary(y[s], sc, thresholds[m]) for m, sc in model_scores[s].items()},
         }
+        if vad is not None:  # silero's own default threshold, for reference
+            sc = model_scores[s]["silero_vad"]
+            result[s]["silero_vad_default_0.5"] = metrics.summary(y[s], sc, 0.5)
     return result
 
 
@@ -176,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "| model | balanced acc | ROC AUC | recall | false alarm | threshold |",
         "|---|---|---|---|---|---|",
     ]
-    for m in result["thresholds"]:
+    for m in [*result["thresholds"], "silero_vad_default_0.5"]:
+        if m not in t:
+            continue
         r = t[m]
         lines.append(
             f"| {m} | {r['balanced_accuracy']:.3f} | {r['roc_auc']:.3f} | {r['recall']:.3f} | "
