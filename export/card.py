@@ -117,6 +117,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys, so equal tensors give an equal file.
+
+    safetensors serialises its JSON header from a hash map, in an order that changes from run to
+    run (the tensor data is laid out deterministically): the same weights shipped twice would get
+    two sha256s. The format allows any key order and space padding to 8 bytes.
+    """
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":"))
+    encoded = header.encode() + b" " * (-len(header.encode()) % 8)
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + size :])
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -144,6 +158,7 @@ def ship(
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / f".{WEIGHTS_FILENAME}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "convserve-weights", "arch": ckpt["arch"]})
+    _canonical_header(tmp)
     os.replace(tmp, folder / WEIGHTS_FILENAME)
     history = list(ckpt.get("history", []))
     if history:

@@ -83,6 +83,13 @@ def test_ship_writes_weights_card_and_curves(run: Path, tmp_path: Path) -> None:
     assert (folder / CURVES_FILENAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_shipping_twice_gives_the_same_file(run: Path, tmp_path: Path) -> None:
+    a = ship(run, "a", tmp_path / "weights") / WEIGHTS_FILENAME
+    b = ship(run, "b", tmp_path / "weights") / WEIGHTS_FILENAME
+    assert a.read_bytes() == b.read_bytes()  # safetensors' header order is made canonical
+    assert load_file(str(a)).keys() == load_checkpoint(run)["state_dict"].keys()
+
+
 def test_shipped_weights_export_with_parity(run: Path, tmp_path: Path) -> None:
     folder = ship(run, "tiny", tmp_path / "weights")
     card, source = load_shipped(folder)
