@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.speech import heldout, metrics
+from benchmarks.speech import heldout, metrics, prepare_ship
 from benchmarks.speech.scorers import aggregate
 from export.card import CARD_JSON
 from export.data.speech_packages import PACKAGED
@@ -77,3 +77,34 @@ def test_heldout_table_on_a_small_corpus(tmp_path: Path) -> None:
     assert {n for n, r in sources.items() if r["kind"] == "speech"} - test_speech <= {
         "espeak-ng", "flite:awb"
     }  # fmt: skip
+
+
+def test_card_extras_from_a_heldout_result() -> None:
+    rng = np.random.default_rng()
+    row = {"n": 10, "recall": float(rng.random()), "false_alarm": float(rng.random()),
+           "roc_auc": 0.9, "balanced_accuracy": 0.8, "threshold": 0.4}  # fmt: skip
+    result = {
+        "thresholds": {"speech_cnn": 0.4, "silero_vad": 0.1},
+        "val": {"overall": {"speech_cnn": row, "silero_vad": row}},
+        "test": {
+            "overall": {"speech_cnn": row, "silero_vad": row},
+            "sources": {"klettres:de": {"kind": "speech", "n": 10, "speech_cnn": row,
+                                        "silero_vad": row},
+                        "psi-plus-sounds": {"kind": "events", "n": 10, "speech_cnn": row,
+                                            "silero_vad": row}},
+            "conditions": {"partial": {"n": 10, "speech_cnn": {"recall": 0.5},
+                                       "silero_vad": {"recall": 0.4}}},
+        },
+    }  # fmt: skip
+    extra = prepare_ship.extra_metrics(result, None, None)
+    assert extra["threshold"] == 0.4 and extra["test_recall"] == round(row["recall"], 4)
+    assert extra["silero_vad_test_false_alarm"] == round(row["false_alarm"], 4)
+    table = extra["test_per_source"]
+    assert table["klettres:de (speech)"]["speech_cnn recall"] == round(row["recall"], 4)
+    assert table["psi-plus-sounds (events)"]["silero_vad false alarm"] == round(
+        row["false_alarm"], 4
+    )
+    assert extra["test_per_condition"]["partial"] == {"n": 10, "speech_cnn": 0.5, "silero_vad": 0.4}
+    sources = prepare_ship.data_sources()
+    assert {s["split"] for s in sources} >= {"train", "val", "test"}
+    assert all(s["licence"] for s in sources)
