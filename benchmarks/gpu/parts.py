@@ -36,7 +36,7 @@ from typing import Any
 MiB = 1 << 20
 CALL_LIMIT = 64 * MiB  # the device tool's limit: working tree + carried paths, per call
 DEFAULT_PART_SIZE = 60 * MiB
-RESERVE = 1 * MiB  # the bundle's manifest copy and files the tree gains between pack and call
+RESERVE = 2 * MiB  # the bundle's manifest copy and files the tree gains between pack and call
 MANIFEST = "manifest.json"
 FORMAT = "convserve-gpu-parts/1"
 

@@ -1,6 +1,7 @@
 """Pack a payload folder into call bundles and write the sequence of device calls that brings it.
 
     .venv/bin/python -m benchmarks.gpu.plan .gpu/payload --out .gpu [--part-size BYTES]
+    .venv/bin/python -m benchmarks.gpu.plan --check [.gpu]   # do the calls still fit the tree?
 
 Writes .gpu/parts/ (the parts), .gpu/bundles/NN/ (hard links to them, one folder per call, each
 with the manifest) and .gpu/plan.json + .gpu/plan.md: the size of every bundle plus the working
@@ -153,8 +154,28 @@ def render(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check(out: Path, repo: Path = Path(".")) -> list[str]:
+    """The calls of out/plan.json that no longer fit beside the working tree as it is now."""
+    plan = json.loads((out / "plan.json").read_text())
+    tree = tree_bytes(repo)
+    return [
+        f"call {b['bundle']}: {(b['bundle_bytes'] + tree) / MiB:.1f} MiB with the tree "
+        f"({tree / MiB:.1f} MiB now, {plan['tree_bytes'] / MiB:.1f} when planned)"
+        for b in plan["bundles"]
+        if b["bundle_bytes"] + tree > CALL_LIMIT
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--check"]:  # before a GPU session: do the planned calls still fit?
+        too_big = check(Path(argv[1]) if len(argv) > 1 else Path(".gpu"))
+        for line in too_big:
+            print(f"plan: {line} > 64 MiB: re-run benchmarks/gpu/prepare.sh", file=sys.stderr)
+        print("plan: every call fits" if not too_big else "plan: out of date")
+        return 1 if too_big else 0
     parser.add_argument("payload", type=Path)
     parser.add_argument("--out", type=Path, default=Path(".gpu"))
     parser.add_argument("--part-size", type=int, default=DEFAULT_PART_SIZE, help="bytes")

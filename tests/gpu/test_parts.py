@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.gpu import parts
-from benchmarks.gpu.plan import pack_payload
+from benchmarks.gpu.plan import check, pack_payload
 
 KiB = 1024
 
@@ -160,7 +160,7 @@ def test_every_planned_call_fits_64_mib(tmp_path: Path) -> None:
     tree = plan["tree_bytes"]
     assert 5 * parts.MiB <= tree < 5 * parts.MiB + 4 * KiB  # .gpu/ is ignored, not counted
     assert plan["part_size"] == parts.CALL_LIMIT - tree - parts.RESERVE  # < 60 MiB: lowered
-    assert len(plan["calls"]) == 3  # 100 MiB → 58 + 42, then 39: no two of those share a call
+    assert len(plan["calls"]) == 3  # 100 MiB → 57 + 43, then 39: no two of those share a call
     for bundle in plan["bundles"]:
         folder = repo / bundle["carry"]
         carried = sum(p.stat().st_size for p in folder.iterdir())
@@ -172,5 +172,8 @@ def test_every_planned_call_fits_64_mib(tmp_path: Path) -> None:
         "benchmarks/gpu/run.sh --budget 420",
     ]
     assert all(c["carry"][0].startswith(".gpu/bundles/") for c in plan["calls"])
+    assert check(repo / ".gpu", repo) == []
+    (repo / "grown.bin").write_bytes(b"x" * (3 * parts.MiB))  # untracked, not ignored: it travels
+    assert [line.split(":")[0] for line in check(repo / ".gpu", repo)] == ["call 1"]  # the full one
     last_call = "| 3 | `.gpu/bundles/03` | `benchmarks/gpu/run.sh --budget 420` | 600 |"
     assert last_call in (repo / ".gpu" / "plan.md").read_text()
