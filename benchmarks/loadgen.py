@@ -10,7 +10,9 @@ Modes (what one request is):
             `--rows` rows (batch axis); works against convserve, Triton/PyTriton and MLServer.
   classify  convserve.v1 ClassifyImage with a real encoded image (JPEG photographs, or the
             Fashion-MNIST PNGs with --images png), top_k 5: decoding and resizing included.
-  speech    convserve.v1 DetectSpeech with a real espeak-ng WAV (decode, resample, windows).
+  speech    convserve.v1 DetectSpeech with real espeak-ng WAVs (decode, resample, windows):
+            `--audio wav` the phrases at 22.05 kHz, `wav1s` / `wav10s` / `wav60s` clips of that
+            many seconds at 16 kHz (benchmarks/inputs.py).
 
 Load: `--concurrency` workers each keep one request in flight (closed loop), spread over
 `--channels` channels (each its own TCP connection: a local subchannel pool). `--rate R` instead
@@ -22,7 +24,9 @@ protobuf. Every run is bounded by `--duration` seconds and `--max-requests`.
 Measured: requests completed inside the window [warmup, warmup + duration) per second, rows per
 second, latency percentiles of those requests (client side: send to reply), and errors by status.
 `--procs P` runs P client processes with the load split between them and merges their samples.
-Prints one JSON object.
+Prints one JSON object; with `--wall-window` it also has `window_wall`, the measured window in
+wall-clock seconds (time.time()), so that a caller sampling the server's CPU
+(benchmarks/cputree.py) can read the CPU spent in it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from service.loadgen import (
     summarise,
 )
 
+AUDIO_KINDS = ("wav", "wav1s", "wav10s", "wav60s")
 METHODS = {
     "kserve": KSERVE_INFER,
     "classify": "/convserve.v1.Inference/ClassifyImage",
@@ -78,7 +83,7 @@ def build_payloads(args: argparse.Namespace) -> tuple[list[bytes], int]:
             task_pb.ClassifyImageRequest(image=b, model=args.model, top_k=5).SerializeToString()
             for b in images
         ], 1
-    clips = bench_inputs.load("wav")
+    clips = bench_inputs.load(args.audio)
     return [
         task_pb.DetectSpeechRequest(audio=b, model=args.model).SerializeToString() for b in clips
     ], 1
@@ -98,6 +103,18 @@ def check_reply(mode: str, reply: bytes) -> str:
     return f"{s.model}: p(speech) {s.speech_probability:.3f}, {len(s.windows)} windows"
 
 
+class FirstReply:
+    """The reply check, which also notes when the first reply came: the load starts after it."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.wall = 0.0
+
+    def __call__(self, reply: bytes) -> str:
+        self.wall = time.time()
+        return check_reply(self.mode, reply)
+
+
 def load_of(args: argparse.Namespace) -> Load:
     return Load(
         concurrency=args.concurrency,
@@ -112,7 +129,10 @@ def load_of(args: argparse.Namespace) -> Load:
 
 
 def summary(args: argparse.Namespace, parts: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+    started = max([args.start_at, *(p.get("started_wall", 0.0) for p in parts)])
+    window = [started + args.warmup, started + args.warmup + args.duration]
     return {
+        **({"window_wall": window} if args.wall_window else {}),
         "client": "loadgen",
         "mode": args.mode,
         "model": args.model,
@@ -133,6 +153,7 @@ def _child_args(args: argparse.Namespace, share: int, start_at: float) -> list[s
         "--duration", str(args.duration), "--warmup", str(args.warmup),
         "--max-requests", str(max(1, args.max_requests // args.procs)),
         "--rows", str(args.rows), "--timeout", str(args.timeout), "--images", args.images,
+        "--audio", args.audio,
         "--start-at", repr(start_at), "--raw-samples",
     ]  # fmt: skip
     if args.input:
@@ -150,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", help="NAME:DATATYPE:D1,D2 (kserve; default: ModelMetadata)")
     parser.add_argument("--rows", type=int, default=1, help="rows per kserve request")
     parser.add_argument("--images", choices=("jpeg", "png"), default="jpeg")
+    parser.add_argument("--audio", choices=AUDIO_KINDS, default="wav", help="speech mode's WAVs")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (max)")
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0.0, help="requests/s (0: closed loop)")
@@ -159,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
     parser.add_argument("--procs", type=int, default=1, help="client processes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wall-window", action="store_true", help="print window_wall too")
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--raw-samples", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -166,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.procs > 1:
         start_at = time.time() + 3.0  # children connect first, then start together
+        args.start_at = start_at
         shares = [
             args.concurrency // args.procs + (i < args.concurrency % args.procs)
             for i in range(args.procs)
@@ -185,13 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = args.rows if args.mode == "kserve" else 1
     else:
         payloads, rows = build_payloads(args)
-        method = METHODS[args.mode]
-        load = load_of(args)
-        parts = [
-            asyncio.run(
-                run_load(args.target, method, payloads, load, lambda r: check_reply(args.mode, r))
-            )
-        ]
+        first = FirstReply(args.mode)
+        part = asyncio.run(
+            run_load(args.target, METHODS[args.mode], payloads, load_of(args), first)
+        )
+        part["started_wall"] = max(args.start_at, first.wall)
+        parts = [part]
     if args.raw_samples:
         print(json.dumps(parts[0]))
         return 0

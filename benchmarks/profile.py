@@ -1,15 +1,16 @@
 """Server CPU per request under load, optionally with a py-spy profile: the "make it fast" loop.
 
     .venv/bin/python -m benchmarks.profile --model lenet5_fashion --concurrency 16 \
-        [--repository .cache/bench-repo-eager] [--serve-arg=--intra-op-threads=1] \
+        [--repository .cache/bench-repo-delay] [--serve-arg=--intra-op-threads=1] \
         [--py-spy /tmp/profile.txt] [--repeat 3]
 
 Starts `convserve serve` on one model, drives it with perf_analyzer (KServe v2, closed loop) for
-`--seconds`, and reports throughput, latency and the server process's CPU time per request
-(user + system, all threads, from /proc). CPU per request is what an optimisation changes; on a
-machine shared with other work it is far steadier than requests/s, which moves with whatever
-else is running. `--py-spy FILE` records a collapsed-stack profile (py-spy, `--gil`: only the
-thread holding the GIL, i.e. what serialises a Python server) of the server meanwhile.
+`--seconds`, and reports throughput, latency and the server's CPU time per request (user +
+system, all threads of its whole process tree, from /proc: benchmarks/cputree.py). CPU per
+request is what an optimisation changes; on a machine shared with other work it is far steadier
+than requests/s, which moves with whatever else is running. `--py-spy FILE` records a
+collapsed-stack profile (py-spy, `--gil`: only the thread holding the GIL, i.e. what serialises
+a Python server) of the server meanwhile.
 """
 
 from __future__ import annotations
@@ -38,13 +39,12 @@ from benchmarks.common import (
     running,
     wait_model_ready,
 )
+from benchmarks.cputree import descendants, tree_cpu_seconds
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its threads so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process tree (every thread) so far."""
+    return tree_cpu_seconds(descendants(pid))
 
 
 def measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
         cmd = [
             str(PERF_ANALYZER), "-m", args.model, "-u", f"127.0.0.1:{port}", "-i", "grpc",
             "--concurrency-range", str(args.concurrency), "-p", str(int(args.seconds * 1000)),
-            "--max-trials", "3", "-s", "100", "-f", str(report),
+            "--max-trials", "3", "-s", "400", "-f", str(report),
         ]  # fmt: skip
         env = {**os.environ, "LD_LIBRARY_PATH": str(TOOLS / "lib")}
         perf = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
