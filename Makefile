@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REPO ?= model_repository
 
-.PHONY: serve test setup setup-test models protos lint typecheck pytest clean bench bench-quick
+.PHONY: serve test setup setup-test models protos lint typecheck pytest clean bench bench-quick \
+	bench-before-after bench-before-after-quick
 
 serve: setup
 	$(PY) -m convserve build-defaults --repository $(REPO)
@@ -45,3 +46,10 @@ bench-quick: setup-test
 
 bench: setup-test
 	$(PY) benchmarks/run.py --full
+
+# Issue #10's check: the pre-refactor commit b3c81df and this checkout, interleaved in one run.
+bench-before-after-quick: setup-test
+	$(PY) benchmarks/before_after.py --quick
+
+bench-before-after: setup-test
+	$(PY) benchmarks/before_after.py --full
