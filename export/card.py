@@ -159,14 +159,39 @@ def ship(
     tmp = folder / f".{WEIGHTS_FILENAME}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "convserve-weights", "arch": ckpt["arch"]})
     _canonical_header(tmp)
+    os.chmod(tmp, 0o644)  # safetensors writes through a private temporary file (mode 0600)
     os.replace(tmp, folder / WEIGHTS_FILENAME)
     history = list(ckpt.get("history", []))
+    run = _whole_run(checkpoint, ckpt)
     if history:
-        plot_curves(history, folder / CURVES_FILENAME, f"{ckpt['arch']} on {ckpt['dataset']}")
+        # The curves of the whole run: a best.pt's own history stops at the epoch it saved.
+        plot_curves(run, folder / CURVES_FILENAME, f"{ckpt['arch']} on {ckpt['dataset']}")
     card = _card(ckpt, name, model, history, more, folder / WEIGHTS_FILENAME)
+    card["training"]["wall_seconds"] = round(sum(float(h.get("seconds", 0.0)) for h in run), 1)
+    card["training"]["epochs_run"] = len(run)
     _write_text(folder / CARD_JSON, json.dumps(card, indent=2) + "\n")
     _write_text(folder / CARD_MD, render_card_md(card))
     return folder
+
+
+def _whole_run(checkpoint: Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history of the run ``checkpoint`` comes from: its own, or, for a best.pt, that of the
+    last.pt beside it when that is the same run (same arch, seed and recipe) and went further."""
+    history = list(ckpt.get("history", []))
+    last_path = checkpoint.with_name("last.pt")
+    if checkpoint.name == "last.pt" or not last_path.is_file():
+        return history
+    try:
+        last = load_checkpoint(last_path)
+    except ExportError:
+        return history
+    same = all(last.get(k) == ckpt.get(k) for k in ("arch", "seed", "dataset")) and recipe_of(
+        last
+    ) == recipe_of(ckpt)
+    longer = list(last.get("history", []))
+    if same and longer[: len(history)] == history and len(longer) > len(history):
+        return longer
+    return history
 
 
 def _card(

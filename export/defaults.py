@@ -24,6 +24,7 @@ which holds only what the server reads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -31,17 +32,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import DataLoader
+
 from export.card import CARD_JSON, DEFAULT_WEIGHTS_DIR, load_shipped, read_card, retrain_config
 from export.checkpoint import load_checkpoint
 from export.errors import ExportError
+from export.evaluation import best_threshold, class_scores
+from export.models import get_model_info
 from export.onnx_export import (
     ExportSource,
     export_to_repository,
     source_from_arch,
     source_from_checkpoint,
 )
-from export.repository import has_servable_version
+from export.repository import AudioInput, has_servable_version
 from export.train import TrainConfig, train
+from export.train_data import load_training_data
 
 DEFAULT_REPOSITORY = Path("model_repository")
 DEFAULT_CACHE = Path(".cache/convserve")
@@ -176,7 +182,31 @@ def _trained_source(
     if card is not None and top1 is not None:
         shipped = card["metrics"].get("val_top1")
         log(f"{card['name']}: retrained top-1 {top1:.4f}, card {shipped}")
-    return source_from_checkpoint(last), seconds, top1  # the epoch the card shipped
+    source = source_from_checkpoint(last)  # the epoch the card shipped
+    if isinstance(source.input, AudioInput):
+        source = _with_val_threshold(source, plan, log)
+    return source, seconds, top1
+
+
+def _with_val_threshold(
+    source: ExportSource, plan: TrainConfig, log: Callable[[str], None]
+) -> ExportSource:
+    """A speech model's decision threshold chosen on its val split, as the shipped one was."""
+    assert isinstance(source.input, AudioInput)
+    data = load_training_data(
+        plan.dataset,
+        get_model_info(plan.arch),
+        eval_limit=plan.eval_limit,
+        seed=plan.seed,
+        cache_dir=plan.cache_dir,
+        progress=False,
+        speech_windows=plan.speech_windows,
+    )
+    loader = DataLoader(data.val, batch_size=256)
+    scores, targets = class_scores(source.model, loader, source.input.speech_index)
+    threshold = round(best_threshold(targets == source.input.speech_index, scores), 4)
+    log(f"{plan.arch}: decision threshold {threshold} chosen on the val split")
+    return dataclasses.replace(source, input=dataclasses.replace(source.input, threshold=threshold))
 
 
 def build_one(

@@ -100,3 +100,35 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def best_threshold(y: Any, score: Any) -> float:
+    """The decision threshold that maximises balanced accuracy on labels ``y`` (1 = positive)
+    and scores ``score`` (called positive when >= threshold): the midpoint between neighbouring
+    scores. The speech model's served threshold is chosen this way on its val split, both when
+    it ships (benchmarks/speech/heldout.py) and when ``build-defaults --retrain`` retrains it."""
+    import numpy as np
+
+    y = np.asarray(y).astype(bool)
+    s = np.unique(np.asarray(score, dtype=np.float64))
+    candidates = np.concatenate([[s[0] - 1e-6], (s[1:] + s[:-1]) / 2, [s[-1] + 1e-6]])
+    if len(candidates) > 4000:  # enough resolution, bounded cost
+        candidates = np.quantile(candidates, np.linspace(0, 1, 4000))
+    pos, neg = np.sort(np.asarray(score)[y]), np.sort(np.asarray(score)[~y])
+    tpr = 1 - np.searchsorted(pos, candidates, side="left") / max(len(pos), 1)
+    tnr = np.searchsorted(neg, candidates, side="left") / max(len(neg), 1)
+    return float(candidates[int(np.argmax(tpr + tnr))])
+
+
+def class_scores(model: nn.Module, loader: DataLoader[Any], index: int) -> tuple[Any, Any]:
+    """(softmax probability of class ``index``, targets) over ``loader``, as NumPy arrays."""
+    import numpy as np
+
+    model.eval()
+    scores: list[Any] = []
+    targets: list[Any] = []
+    with torch.no_grad():
+        for x, y in loader:
+            scores.append(torch.softmax(model(x), dim=1)[:, index].numpy())
+            targets.append(y.numpy())
+    return np.concatenate(scores), np.concatenate(targets)

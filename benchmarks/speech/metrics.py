@@ -11,6 +11,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from export.evaluation import best_threshold  # the rule the shipped threshold follows
+
+__all__ = ["best_threshold", "rates", "roc_auc", "summary"]
+
 
 def roc_auc(y: NDArray[Any], score: NDArray[Any]) -> float:
     """Area under the ROC curve (Mann-Whitney U with ties counted half); nan with one class."""
@@ -43,19 +47,6 @@ def rates(y: NDArray[Any], score: NDArray[Any], threshold: float) -> dict[str, f
     if y.any() and (~y).any():
         out["balanced_accuracy"] = (recall + 1.0 - false_alarm) / 2
     return out
-
-
-def best_threshold(y: NDArray[Any], score: NDArray[Any]) -> float:
-    """The threshold that maximises balanced accuracy (midpoint between neighbouring scores)."""
-    y = np.asarray(y).astype(bool)
-    s = np.unique(np.asarray(score, dtype=np.float64))
-    candidates = np.concatenate([[s[0] - 1e-6], (s[1:] + s[:-1]) / 2, [s[-1] + 1e-6]])
-    if len(candidates) > 4000:  # enough resolution, bounded cost
-        candidates = np.quantile(candidates, np.linspace(0, 1, 4000))
-    pos, neg = np.sort(np.asarray(score)[y]), np.sort(np.asarray(score)[~y])
-    tpr = 1 - np.searchsorted(pos, candidates, side="left") / max(len(pos), 1)
-    tnr = np.searchsorted(neg, candidates, side="left") / max(len(neg), 1)
-    return float(candidates[int(np.argmax(tpr + tnr))])
 
 
 def summary(y: NDArray[Any], score: NDArray[Any], threshold: float) -> dict[str, float]:

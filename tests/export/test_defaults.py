@@ -6,6 +6,7 @@ weights), the server's config loader accepts every one, and a second run skips e
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -59,6 +60,14 @@ def test_quick_build_produces_the_four_models(built: tuple[Path, Path, list[Buil
         out = ort_session(model_dir / "1" / "model.onnx").run(None, {input_name: x})[0]
         assert out.shape == (2, n_labels) and np.isfinite(out).all()
     assert (repo / "speech_cnn" / "labels.txt").read_text() == "no_speech\nspeech\n"
+    # A trained speech model gets its decision threshold chosen on its val split (as the shipped
+    # one did), not the 0.5 default.
+    threshold = re.search(
+        r'key: "threshold" value: \{ string_value: "([0-9.]+)"',
+        (repo / "speech_cnn" / "config.pbtxt").read_text(),
+    )
+    assert threshold is not None and 0 < float(threshold.group(1)) < 1
+    assert threshold.group(1) != "0.5"
     assert (
         'key: "resize_size" value: { string_value: "256" }'
         in (repo / "mobilenet_v2" / "config.pbtxt").read_text()

@@ -256,9 +256,7 @@ def test_has_servable_version(tmp_path: Path) -> None:
 def test_the_exported_config_carries_the_servers_default_batching_rule(tmp_path: Path) -> None:
     from service.config import DEFAULT_BATCH_POLICY, read_spec
 
-    cfg = ModelConfig(
-        "m", ImageInput(size=8, channels=1, mean=(0.5,), std=(0.25,)), num_classes=3
-    )
+    cfg = ModelConfig("m", ImageInput(size=8, channels=1, mean=(0.5,), std=(0.25,)), num_classes=3)
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     (model_dir / "config.pbtxt").write_text(render_config(cfg))
