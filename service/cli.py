@@ -86,6 +86,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     _client_arguments(health, json_flag=False, timeout=5.0)
     health.set_defaults(func=_usage_errors(_health))
 
+    from service import tune
+
+    tune.add_parser(subparsers)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
