@@ -197,15 +197,22 @@ def test_unreachable_server_unknown_model_and_usage(tuning, tmp_path, capsys):
     assert not (tmp_path / "x.pbtxt").exists()
 
 
-def test_the_written_config_is_protobuf_text_with_its_header(tuning, tmp_path):
+def test_goal_latency_writes_the_best_p99_at_the_rate(tuning, tmp_path):
     # The header comment names the run; text_format (what Triton reads) accepts the whole file.
     server, _ = tuning
     output = tmp_path / "config.pbtxt"
-    argv = ["tune", MODEL, "--server", server.target, "--p99-ms", "500", "--time-budget", "6",
-            "--output", str(output), "--goal", "throughput", *SMALL]  # fmt: skip
+    argv = ["tune", MODEL, "--server", server.target, "--p99-ms", "500", "--time-budget", "10",
+            "--output", str(output), "--goal", "latency", "--rate", "40", *SMALL]  # fmt: skip
     assert main(argv) == 0
     text = output.read_text()
     assert text.startswith(f"# convserve tune {MODEL} (")
+    assert "best p99 at 40 req/s: trial" in text.splitlines()[0]
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
-    assert config.name == MODEL
+    report = json.loads((tmp_path / "config.trials.json").read_text())
+    best = report["best_latency"]
+    assert report["rate_rps"] == 40 and knobs_of(config).as_dict() == best["knobs"]
+    run = best["run"]
+    assert run["rate"] == 40 and not run["errors"] and run["throughput_rps"] >= 0.95 * 40
+    latency = [t for t in report["trials"] if t["phase"] == "latency"]
+    assert latency and all(len(t["runs"]) <= 1 for t in latency)
     assert os.path.exists(tmp_path / "config.trials.svg")
