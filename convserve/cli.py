@@ -1,7 +1,7 @@
 """The `convserve` command: serving commands from service/, training commands from export/.
 
-Serving (no torch needed): serve, classify, detect-speech, models, health.
-Training (the [train] extra): train, export, zoo, build-defaults.
+Serving (no torch needed): serve, classify, detect-speech, models, health, tune.
+Training (the [train] extra): train, ship, export, zoo, build-defaults.
 Each side registers its subcommands with ``add_subcommands(subparsers)``; every subcommand sets
 ``func`` (args -> exit code). When torch is missing, the training commands still appear in
 ``--help`` and explain how to install them instead of failing with an ImportError.
