@@ -248,3 +248,26 @@ def test_status_table_covers_every_grpc_status() -> None:
     assert HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED] == 429
     assert HTTP_STATUS[grpc.StatusCode.DEADLINE_EXCEEDED] == 504
     assert HTTP_STATUS[grpc.StatusCode.INTERNAL] == 500
+
+
+def test_replies_are_not_held_back_by_nagle(server: ServerThread) -> None:
+    """Accepted HTTP connections have TCP_NODELAY: without it every reply on a keep-alive
+    connection waited for the client's delayed ACK (~40 ms). asyncio sets it only on sockets
+    whose proto reads IPPROTO_TCP, which the listening socket must therefore report."""
+    import socket
+
+    assert server.server is not None
+    front = server.server.http
+    assert front._socket is not None and front._socket.proto == socket.IPPROTO_TCP
+    conn = http.client.HTTPConnection(server.http.removeprefix("http://"), timeout=10)
+    try:
+        conn.request("GET", "/v2/health/live")
+        assert conn.getresponse().read() == b'{"live":true}'  # the connection stays open
+        assert front._server is not None
+        nodelay = {
+            c.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            for c in front._server.server_state.connections
+        }
+        assert nodelay == {1}
+    finally:
+        conn.close()
