@@ -16,13 +16,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from service.loadgen import GRPC_OPTIONS, KSERVE_INFER, percentiles  # noqa: E402
 from service.process import ServerProcess, ServerStartError, loopback_env  # noqa: E402
+
+__all__ = ["GRPC_OPTIONS", "KSERVE_INFER", "ServerProcess", "ServerStartError", "loopback_env",
+           "percentiles"]  # fmt: skip
 
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -33,28 +35,6 @@ VENVS = CACHE / "bench-venvs"
 TOOLS = CACHE / "tools"
 PERF_ANALYZER = TOOLS / "bin" / "perf_analyzer"
 APP_PYTHON = ROOT / ".venv" / "bin" / "python"
-
-KSERVE_INFER = "/inference.GRPCInferenceService/ModelInfer"
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
-
-
-def percentiles(latencies_s: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """p50/p90/p99 (and mean, max) in milliseconds; NaN when there is nothing to summarise."""
-    arr = np.asarray(latencies_s, dtype=np.float64) * 1e3
-    if arr.size == 0:
-        nan = float("nan")
-        return {"p50_ms": nan, "p90_ms": nan, "p99_ms": nan, "mean_ms": nan, "max_ms": nan}
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "mean_ms": float(arr.mean()),
-        "max_ms": float(arr.max()),
-    }
 
 
 def free_port() -> int:
