@@ -57,6 +57,7 @@ _ROWS = (
 DATATYPES: Mapping[str, Datatype] = MappingProxyType({d.name: d for d in _ROWS})
 _BY_ENUM = {d.config_enum: d for d in _ROWS}
 _BY_ONNX = {d.onnx_type: d for d in _ROWS}
+_BY_DTYPE = {d.dtype: d for d in _ROWS if not d.is_bytes}  # the common case, one lookup
 
 
 def by_name(name: str) -> Datatype | None:
@@ -79,6 +80,9 @@ def of_array(dtype: np.dtype[Any]) -> Datatype:
 
     ValueError for a dtype with no KServe datatype (complex numbers, datetimes, ...).
     """
+    row = _BY_DTYPE.get(dtype)
+    if row is not None:
+        return row
     if dtype.kind in "OSU":
         return DATATYPES["BYTES"]
     for row in _ROWS:

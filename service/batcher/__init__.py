@@ -81,7 +81,8 @@ class DynamicBatcher:
         self._workers = [
             Worker(f"ort-{spec.name}-{version}-{i}") for i in range(len(self._runtimes))
         ]
-        self._queue = RequestQueue(self.what, self._recorder.queue_depth)
+        self._queue = RequestQueue(self.what)
+        self._recorder.queue_depth(self._queue.__len__)
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -124,7 +125,7 @@ class DynamicBatcher:
             worker.stop()  # nothing left to run: every batch has finished
         for packer in self._packers:
             packer.release()
-        self._recorder.queue_depth(0)
+        self._recorder.queue_depth(int)  # 0, and the gauge lets go of the queue
 
     async def submit(self, inputs: Tensors, *, deadline: float | None = None) -> Tensors:
         """Queue one request (validated arrays, batch axis first when the model batches) and wait

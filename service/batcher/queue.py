@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 
@@ -45,13 +44,12 @@ class Request:
 
 
 class RequestQueue:
-    """FIFO of Requests; `on_depth` is told the length after every change (the depth gauge)."""
+    """FIFO of Requests."""
 
-    def __init__(self, what: str, on_depth: Callable[[int], None]) -> None:
+    def __init__(self, what: str) -> None:
         self.what = what
         self.rows = 0  # kept, not summed, since it is read on every arrival
         self._items: deque[Request] = deque()
-        self._on_depth = on_depth
 
     def __len__(self) -> int:
         return len(self._items)
@@ -68,7 +66,6 @@ class RequestQueue:
             )
         self._items.append(request)
         self.rows += request.rows
-        self._on_depth(len(self._items))
 
     def discard(self, request: Request) -> None:
         """Remove a request that is still queued (cancelled, expired)."""
@@ -78,7 +75,6 @@ class RequestQueue:
         except ValueError:
             return  # already taken into a batch
         self.rows -= request.rows
-        self._on_depth(len(self._items))
 
     def fail_all(self, error: ConvserveError) -> None:
         while self._items:
@@ -90,7 +86,6 @@ class RequestQueue:
                 # A fresh instance per request: a shared one would collect every raiser's traceback.
                 request.future.set_exception(type(error)(str(error)))
         self.rows = 0
-        self._on_depth(0)
 
     def take(self, limit: int) -> list[Request]:
         """Pop a batch: FIFO while rows fit in `limit`, same-shaped requests only when keyed."""
@@ -120,7 +115,6 @@ class RequestQueue:
             rows += request.rows
         self._items.extendleft(reversed(skipped))
         self.rows = sum(r.rows for r in self._items)
-        self._on_depth(len(self._items))
         return batch
 
     def _expire(self, request: Request) -> None:

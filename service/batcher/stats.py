@@ -8,6 +8,7 @@ with the version's metric children, which are looked up once here rather than pe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.metrics import Metrics
@@ -53,10 +54,10 @@ class BatchRecorder:
         self._compute = metrics.compute_duration_seconds.labels(**labels)
         self._batch_size = metrics.batch_size.labels(**labels)
         self._depth = metrics.queue_depth.labels(**labels)
-        self._depth.set(0)
 
-    def queue_depth(self, requests: int) -> None:
-        self._depth.set(requests)
+    def queue_depth(self, read: Callable[[], int]) -> None:
+        """The depth gauge reads `read()` when scraped (nothing to update per request)."""
+        self._depth.set_function(read)
 
     def started(self, waited: list[float]) -> None:
         """A batch left the queue; `waited` holds each of its requests' queue time."""

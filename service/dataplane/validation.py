@@ -63,6 +63,16 @@ def inputs(spec: ModelSpec, given: Sequence[InferInput]) -> dict[str, np.ndarray
 
 
 def check_shape(spec: ModelSpec, t: TensorSpec, shape: tuple[int, ...]) -> None:
+    # The common case first, in a few comparisons (this runs for every request).
+    if spec.batching:
+        if (
+            len(shape) == len(t.dims) + 1
+            and 0 < shape[0] <= spec.max_batch_size
+            and (shape[1:] == t.dims or t.matches(shape[1:]))
+        ):
+            return
+    elif shape == t.dims:
+        return
     wanted = spec.wire_shape(t)
     if any(d < 0 for d in shape):
         # -1 appears in metadata shapes; a request must say how big its tensor is.

@@ -49,13 +49,16 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
         InferInput(
             name=t.name,
             datatype=t.datatype,
-            shape=tuple(int(d) for d in t.shape),
+            shape=tuple(t.shape),
             decode=_raw_decoder(t, raw[i]) if raw else _contents_decoder(t),
-            parameters=parameters(t.parameters),
+            parameters=parameters(t.parameters) if t.parameters else {},
         )
         for i, t in enumerate(request.inputs)
     ]
-    outputs = [RequestedOutput(o.name, parameters(o.parameters)) for o in request.outputs]
+    outputs = [
+        RequestedOutput(o.name, parameters(o.parameters) if o.parameters else {})
+        for o in request.outputs
+    ]
     return InferRequest(request.model_name, request.model_version, request.id, inputs, outputs)
 
 
