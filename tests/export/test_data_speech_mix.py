@@ -74,7 +74,9 @@ def test_nonspeech_windows_report_their_source() -> None:
         if kind == "silence":
             assert np.abs(x - x.mean()).max() < 1e-3  # dither around a DC offset
         else:
-            assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 0.5  # unit RMS (+ mixes)
+            # Unit RMS, plus maybe a background at most -3 dB below: even in antiphase (a tone
+            # over a tone) the sum keeps RMS >= 1 - 10**(-3/20) = 0.29.
+            assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 0.29
     assert {k for k, _ in seen} == {"music", "events", "noise", "silence"}
     assert ("events", "synth:knock") in seen and ("silence", "synth:silence") in seen
 
