@@ -88,7 +88,8 @@ def render_card_md(card: dict[str, Any]) -> str:
         card["command"],
         "```",
         "",
-        f"Seed {card['seed']}, {card['epochs']} epochs; shipped: {card['shipped_epoch']}. "
+        f"Seed {card['seed']}, {training.get('epochs_run', card['epochs'])} epoch(s) run; "
+        f"shipped: {card['shipped_epoch']}. "
         f"Trained on {training.get('cpu')} ({training.get('cpu_count')} cores, "
         f"{training.get('torch_threads')} torch thread(s), torch {training.get('torch_version')}"
         f"{', CUDA ' + str(training['cuda']) if training.get('cuda') else ''}) in "
