@@ -5,7 +5,7 @@
                      its card), 1000 ImageNet class names, resize 256 / centre-crop 224
     lenet5_fashion   LeNet-5 on Fashion-MNIST          weights/lenet5_fashion/
     speech_cnn       speech_cnn on the speech corpus   weights/speech_cnn/
-    resnet_fashion   ResNet-8 (CIFAR-style) on Fashion-MNIST   weights/resnet_fashion/
+    resnet_fashion   ResNet-20 (CIFAR-style) on Fashion-MNIST  weights/resnet_fashion/
 
 Each trained default ships as ``weights/<name>/`` (:mod:`export.card`: safetensors + model card);
 building exports it (ONNX, parity check, config, labels) -- seconds per model, no training data
@@ -87,7 +87,7 @@ DEFAULT_MODELS: tuple[DefaultModel, ...] = (
     ),
     DefaultModel(
         "resnet_fashion",
-        "resnet_small",
+        "resnet20_small",
         "fashion-mnist",
         epochs=3,
         lr=3e-3,

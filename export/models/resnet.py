@@ -13,7 +13,8 @@ versus the ImageNet model is only the stem and the widths -- a 3x3 stride-1 conv
 the ImageNet models' 1x1 projection (``downsample``), not the paper's parameter-free zero padding
 ("option A"); it costs ~1% more parameters and keeps one ``BasicBlock`` for both networks.
 ``resnet_small`` is ResNet-8 (n=1, 78k parameters): measured at ~75 s per Fashion-MNIST epoch
-(60k images at 32 px, batch 128, two CPU threads); ``resnet20_small`` takes ~2.2x as long.
+(60k images at 32 px, batch 128, two CPU threads); ``resnet20_small`` (n=3, 272k parameters, the
+shipped ``resnet_fashion``: test top-1 0.9415 after 20 epochs) takes ~2.2x as long.
 """
 
 from __future__ import annotations
