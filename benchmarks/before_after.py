@@ -18,9 +18,12 @@
   (lenet5_fashion) and JPEG photographs (mobilenet_v2); DetectSpeech with 1-s WAVs
   (speech_cnn). For each model, each round starts one side, measures every figure of the model,
   stops it, then the other side; the order alternates between rounds (before/after, then
-  after/before, ...) so the machine's drift falls on both equally. The table reports the median
-  over rounds and after / before for throughput, p50, p99 and server CPU per request; the check
-  is that no figure is worse by more than 5 %.
+  after/before, ...) so the machine's drift falls on both equally. The table reports each side's
+  median over rounds and, for throughput, p50, p99 and server CPU per request, the median over
+  rounds of the paired ratio after / before: the two sides of a round run back to back, so
+  their ratio cancels the drift between rounds (this machine's speed moves by tens of percent
+  over minutes), which a ratio of the two medians would not. The range of the paired ratios is
+  shown beside throughput's as the noise. The check is that no figure is worse by more than 5 %.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,32 +222,35 @@ class BeforeAfter:
 
 
 def summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per figure: the median of each measure per side over rounds, and after / before."""
+    """Per figure and measure: each side's median over rounds, and the median over rounds of
+    the paired ratio after / before (with its range, `_ratios`)."""
     out = []
     figures = list(dict.fromkeys((r["model"], r["api"], r["concurrency"]) for r in doc["runs"]))
     for model, api, c in figures:
         row: dict[str, Any] = {"model": model, "api": api, "concurrency": c}
         for measure in ("throughput_rps", *LOWER_IS_BETTER):
-            medians = {}
-            for side in SIDES:
-                values = [
-                    r[measure]
-                    for r in doc["runs"]
-                    if r["side"] == side
-                    and (r["model"], r["api"], r["concurrency"]) == (model, api, c)
+            by_round: dict[str, dict[int, float]] = {side: {} for side in SIDES}
+            for r in doc["runs"]:
+                if (
+                    (r["model"], r["api"], r["concurrency"]) == (model, api, c)
                     and r.get(measure) is not None
                     and r.get("throughput_rps")
-                ]
-                medians[side] = statistics.median(values) if values else None
-            before, after = medians["before"], medians["after"]
+                ):
+                    by_round[r["side"]][r["round"]] = r[measure]
+            medians = {
+                side: statistics.median(v.values()) if v else None for side, v in by_round.items()
+            }
+            before, after = by_round["before"], by_round["after"]
+            ratios = sorted(after[k] / before[k] for k in before.keys() & after.keys() if before[k])
             row[measure] = medians
-            row[f"{measure}_ratio"] = after / before if before and after is not None else None
+            row[f"{measure}_ratio"] = statistics.median(ratios) if ratios else None
+            row[f"{measure}_ratios"] = ratios
         out.append(row)
     return out
 
 
 def worse(row: dict[str, Any], measure: str) -> bool | None:
-    ratio = row.get(f"{measure}_ratio")
+    ratio: float | None = row.get(f"{measure}_ratio")
     if ratio is None:
         return None
     return ratio > 1 + TOLERANCE if measure in LOWER_IS_BETTER else ratio < 1 - TOLERANCE
@@ -271,19 +277,23 @@ def render(doc: dict[str, Any]) -> list[str]:
             "",
         ]
     lines += [
-        "Medians over rounds; ratio = after / before; a figure is worse when throughput falls "
-        f"or latency / CPU per request rises by more than {TOLERANCE:.0%}.",
+        "Figures: each side's median over rounds. Ratios: the median over rounds of after / "
+        "before within a round (the two sides ran back to back), which cancels the machine's "
+        "drift between rounds; the range is that of the rounds' throughput ratios. A figure "
+        f"is worse when throughput falls or latency / CPU per request rises by more than "
+        f"{TOLERANCE:.0%}.",
         "",
-        "| model | api | c | req/s before | after | ratio | p50 ratio | p99 ratio | CPU/req "
-        "before µs | after µs | ratio | worse by >5 % |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| model | api | c | req/s before | after | ratio | range | p50 ratio | p99 ratio | "
+        "CPU/req before µs | after µs | ratio | worse by >5 % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in summary(doc):
         flags = [m for m in ("throughput_rps", *LOWER_IS_BETTER) if worse(row, m)]
         t, cpu = row["throughput_rps"], row["server_cpu_us_per_request"]
         lines.append(
             f"| {row['model']} | {row['api']} | {row['concurrency']} | {_n(t['before'])} | "
-            f"{_n(t['after'])} | {_r(row['throughput_rps_ratio'])} | {_r(row['p50_ms_ratio'])} | "
+            f"{_n(t['after'])} | {_r(row['throughput_rps_ratio'])} | "
+            f"{_span(row['throughput_rps_ratios'])} | {_r(row['p50_ms_ratio'])} | "
             f"{_r(row['p99_ms_ratio'])} | {_n(cpu['before'], 0)} | {_n(cpu['after'], 0)} | "
             f"{_r(row['server_cpu_us_per_request_ratio'])} | "
             f"{'**' + ', '.join(flags) + '**' if flags else 'no'} |"
@@ -301,18 +311,32 @@ def _r(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _span(values: list[float]) -> str:
+    return f"{values[0]:.2f}–{values[-1]:.2f}" if len(values) > 1 else "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="one short round (smoke run)")
     mode.add_argument("--full", action="store_true", help="three rounds")
+    parser.add_argument("--rounds", type=int, help="rounds instead of the plan's")
+    parser.add_argument(
+        "--models", help="comma-separated: only these models' figures (default: all)"
+    )
     parser.add_argument("--before", default=BEFORE, help="the commit to compare with")
     parser.add_argument("--repository", type=Path, default=BENCH_REPO)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     bench_repo.ensure(args.repository)
     subprocess.run([str(APP_PYTHON), "-m", "benchmarks.inputs"], cwd=ROOT, check=True, timeout=600)
-    runner = BeforeAfter(FULL if args.full else QUICK, args.before, args.repository, args.out)
+    plan = FULL if args.full else QUICK
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds)
+    if args.models:
+        wanted = set(args.models.split(","))
+        plan = replace(plan, figures=tuple(f for f in plan.figures if f.model in wanted))
+    runner = BeforeAfter(plan, args.before, args.repository, args.out)
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     runner.run()
     runner.save()

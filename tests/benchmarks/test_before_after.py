@@ -1,5 +1,6 @@
-"""benchmarks/before_after.py's verdict: medians over rounds, after / before, and "worse by more
-than 5 %" in the right direction for throughput (higher is better) and latency / CPU (lower)."""
+"""benchmarks/before_after.py's verdict: the median over rounds of the paired (same-round) ratio
+after / before, and "worse by more than 5 %" in the right direction for throughput (higher is
+better) and latency / CPU (lower)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,15 @@ def test_summary_and_verdict() -> None:
     rows = summary(doc)
     for row in rows:
         pick = [r for r in runs if (r["api"], r["concurrency"]) == (row["api"], row["concurrency"])]
-        med = {
-            s: statistics.median(r["throughput_rps"] for r in pick if r["side"] == s)
+        by_side = {
+            s: {r["round"]: r["throughput_rps"] for r in pick if r["side"] == s}
             for s in ("before", "after")
         }
-        assert row["throughput_rps_ratio"] == pytest.approx(med["after"] / med["before"])
+        paired = statistics.median(by_side["after"][k] / by_side["before"][k] for k in range(3))
+        assert row["throughput_rps_ratio"] == pytest.approx(paired)
+        assert row["throughput_rps"]["before"] == pytest.approx(
+            statistics.median(by_side["before"].values())
+        )
     table = "\n".join(render(doc))
     for row in rows:
         line = next(
@@ -59,3 +64,33 @@ def test_summary_and_verdict() -> None:
         assert ("throughput_rps" in line.rsplit("|", 2)[1]) == slower
         costlier = row["server_cpu_us_per_request_ratio"] > 1 + TOLERANCE
         assert ("server_cpu_us_per_request" in line.rsplit("|", 2)[1]) == costlier
+
+
+def test_drift_between_rounds_cancels() -> None:
+    """The machine runs 0.7x, 1.0x, 1.3x as fast in three rounds; after is 3 % slower than before
+    within every round. The paired ratio says 0.97 (not worse by >5 %); the ratio of the two
+    medians would depend on which side ran in which round."""
+    speed = (0.7, 1.0, 1.3)
+    runs: list[dict[str, Any]] = []
+    for round_, s in enumerate(speed):
+        for side, rps in (("before", 1000 * s), ("after", 970 * s)):
+            runs.append(
+                {
+                    "side": side,
+                    "round": round_,
+                    "model": "m",
+                    "api": "kserve",
+                    "concurrency": 16,
+                    "throughput_rps": rps,
+                    "p50_ms": 10 / s,
+                    "p99_ms": 20 / s,
+                    "server_cpu_us_per_request": 900 / s,
+                }
+            )
+    # A round where "after" met a slow machine and "before" a fast one would flag a change that
+    # is not there; pairing by round does not see it.
+    runs[-1]["throughput_rps"] = 970 * 0.7
+    row = summary({"runs": runs})[0]
+    assert row["throughput_rps_ratio"] == pytest.approx(0.97)
+    assert row["throughput_rps_ratios"][0] == pytest.approx(0.7 * 0.97 / 1.3)
+    assert row["p50_ms_ratio"] == pytest.approx(1.0)
