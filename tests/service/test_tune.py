@@ -143,7 +143,16 @@ def test_ctrl_c_restores_the_original_config(tuning, tmp_path):
     output = tmp_path / "interrupted.pbtxt"
     cmd = [sys.executable, "-m", "convserve", "tune", MODEL, "--server", server.target,
            "--p99-ms", "200", "--time-budget", "120", "--output", str(output), *SMALL]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    # A shell that starts the suite in the background (`make test &`, nohup, CI runners) hands
+    # its children SIGINT ignored, and Python keeps it ignored: Ctrl-C would never reach tune.
+    # A user's Ctrl-C reaches a foreground process, so the child gets the default disposition.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen: list[str] = []
     second = threading.Event()
 
@@ -168,9 +177,9 @@ def test_ctrl_c_restores_the_original_config(tuning, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)  # reaped here, not reported as a leak in whichever test runs next
-    reader.join(10)
-    assert proc.stderr is not None
-    proc.stderr.close()
+        reader.join(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
     log = "".join(seen)
     assert f"restored {MODEL}'s config.pbtxt" in log and "interrupted" in log
     assert _config(server.target) == before
