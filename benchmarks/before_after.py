@@ -50,6 +50,7 @@ from benchmarks.common import (
     ROOT,
     CpuWatch,
     free_port,
+    paired_ratios,
     running,
     wait_model_ready,
 )
@@ -241,7 +242,7 @@ def summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 side: statistics.median(v.values()) if v else None for side, v in by_round.items()
             }
             before, after = by_round["before"], by_round["after"]
-            ratios = sorted(after[k] / before[k] for k in before.keys() & after.keys() if before[k])
+            ratios = paired_ratios(after, before)
             row[measure] = medians
             row[f"{measure}_ratio"] = statistics.median(ratios) if ratios else None
             row[f"{measure}_ratios"] = ratios
@@ -331,10 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     bench_repo.ensure(args.repository)
     subprocess.run([str(APP_PYTHON), "-m", "benchmarks.inputs"], cwd=ROOT, check=True, timeout=600)
     plan = FULL if args.full else QUICK
-    if args.rounds:
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
         plan = replace(plan, rounds=args.rounds)
     if args.models:
         wanted = set(args.models.split(","))
+        unknown = wanted - {f.model for f in plan.figures}
+        if unknown:
+            parser.error(f"--models: no figures for {', '.join(sorted(unknown))}")
         plan = replace(plan, figures=tuple(f for f in plan.figures if f.model in wanted))
     runner = BeforeAfter(plan, args.before, args.repository, args.out)
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")

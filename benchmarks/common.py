@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +197,14 @@ def model_stats(port: int, model: str) -> tuple[int, int]:
     inferences = sum(s.inference_count for s in reply.model_stats)
     executions = sum(s.execution_count for s in reply.model_stats)
     return inferences, executions
+
+
+def paired_ratios(
+    top: Mapping[int, float | None], bottom: Mapping[int, float | None]
+) -> list[float]:
+    """top[k] / bottom[k] for every round k measured on both sides (the two sides of a round ran
+    back to back, so their ratio cancels the machine's drift between rounds), sorted; rounds
+    without a figure on either side are left out."""
+    return sorted(
+        t / b for k in top.keys() & bottom.keys() if (t := top[k]) is not None and (b := bottom[k])
+    )

@@ -31,6 +31,7 @@ from benchmarks.common import (
     RESULTS_DIR,
     CpuWatch,
     free_port,
+    paired_ratios,
     running,
     wait_model_ready,
 )
@@ -96,10 +97,9 @@ def render(doc: dict[str, Any]) -> list[str]:
             s: {r["round"]: r for r in runs if r["side"] == s and r["concurrency"] == c}
             for s in SIDES
         }
-        ratios = sorted(
-            side["eager"][k]["throughput_rps"] / side["delay"][k]["throughput_rps"]
-            for k in side["eager"].keys() & side["delay"].keys()
-            if side["delay"][k].get("throughput_rps") and side["eager"][k].get("throughput_rps")
+        ratios = paired_ratios(
+            {k: r.get("throughput_rps") for k, r in side["eager"].items()},
+            {k: r.get("throughput_rps") for k, r in side["delay"].items()},
         )
         eager, delay = side["eager"].values(), side["delay"].values()
         ratio = (
@@ -116,10 +116,12 @@ def render(doc: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="at least 1")
     parser.add_argument("--model", default="lenet5_fashion")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     bench_repo.ensure(BENCH_REPO)
     repos = {"eager": BENCH_REPO, "delay": bench_repo.policy_view(BENCH_REPO, "delay")}
     model_input = bench_repo.models(BENCH_REPO)[args.model].input

@@ -5,7 +5,7 @@
     <repo>/<name>/<version>/model.onnx
 
 :class:`VersionStage` is the only way files get there. It makes a hidden staging directory inside
-the repository first (``<repo>/.<name>.staging-XXXX``, same filesystem, so every later step is a
+the repository first (``<repo>/.<name>.staging-<random>``, same filesystem, so every later step is a
 ``rename``), the caller exports and checks the model in it, and :meth:`VersionStage.commit` moves
 it in: a new model directory is renamed into place whole; for an existing one the staged version
 directory is renamed to the next free integer (never overwriting a version), then ``labels.txt``
