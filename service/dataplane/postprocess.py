@@ -39,7 +39,10 @@ def activate(logits: npt.NDArray[Any], activation: str) -> Scores:
         shifted = np.exp(x - x.max(axis=-1, keepdims=True))
         x = shifted / shifted.sum(axis=-1, keepdims=True)
     elif activation == "sigmoid":
-        x = 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+        # exp of -|x| never overflows, and the x < 0 branch keeps full relative precision for
+        # tiny probabilities (0.5 * (1 + tanh(x / 2)) cancels: 1e-4 relative error at x = -28).
+        e = np.exp(-np.abs(x))
+        x = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     elif activation != "none":
         raise ValueError(f"unknown output_activation {activation!r}")
     return x.astype(np.float32)

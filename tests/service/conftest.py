@@ -320,7 +320,10 @@ def kserve_stub(channel: grpc.Channel) -> kserve_grpc.GRPCInferenceServiceStub:
 
 @pytest.fixture
 def rng() -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
+    """A fresh generator per test; the seed is printed, so a failure shows how to replay it."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"rng seed: {seed} (replay: np.random.default_rng({seed}))")
+    return np.random.default_rng(seed)
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
