@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/before_after.py --quick     # one round, short (a smoke run)
     .venv/bin/python benchmarks/before_after.py --full      # three rounds (about 15 minutes)
     .venv/bin/python benchmarks/before_after.py --full --before b3c81df --out DIR
+    .venv/bin/python benchmarks/before_after.py --full --before COMMIT --models lenet5_fashion \
+        --title "what changed" --out DIR          # any other change, the same way
 
 * "before": a git worktree of the commit (.cache/before-<commit>, created once) with its own
   generated stubs (its scripts/gen_protos.py), served from this checkout's virtual environment
@@ -59,6 +61,7 @@ from benchmarks.plans import environment
 from benchmarks.servers import convserve_command
 
 BEFORE = "b3c81df"
+DEFAULT_TITLE = "the data-plane refactor (issue #10)"
 TOLERANCE = 0.05
 
 
@@ -261,7 +264,7 @@ def render(doc: dict[str, Any]) -> list[str]:
     env, plan = doc["environment"], doc["plan"]
     others = [r["load"]["others_cores"] for r in doc["runs"] if "load" in r]
     lines = [
-        f"# Before / after the data-plane refactor (issue #10): {doc['before']} vs "
+        f"# Before / after {doc.get('title', DEFAULT_TITLE)}: {doc['before']} vs "
         f"{env.get('commit')}",
         "",
         f"Plan `{plan['name']}`: {plan['rounds']} round(s), {plan['duration']:g} s per figure, "
@@ -326,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "--models", help="comma-separated: only these models' figures (default: all)"
     )
     parser.add_argument("--before", default=BEFORE, help="the commit to compare with")
+    parser.add_argument("--title", default=DEFAULT_TITLE, help="what changed, for the heading")
     parser.add_argument("--repository", type=Path, default=BENCH_REPO)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -343,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--models: no figures for {', '.join(sorted(unknown))}")
         plan = replace(plan, figures=tuple(f for f in plan.figures if f.model in wanted))
     runner = BeforeAfter(plan, args.before, args.repository, args.out)
+    runner.doc["title"] = args.title
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     runner.run()
     runner.save()

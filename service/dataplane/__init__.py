@@ -11,9 +11,11 @@ how outputs become answers — is written once, here and in the modules this pac
     speech       clips and streams through a speech model
     postprocess  activations, top-k, classification strings, speech windows and segments
 
-Decoding and preprocessing run in the server's preprocessing thread pool, timed into
-`convserve_preprocess_duration_seconds`; inference goes through the model version's batcher with
-the caller's deadline (time.monotonic()).
+Decoding and preprocessing are timed into `convserve_preprocess_duration_seconds`. They run in
+the server's preprocessing thread pool, except for small images and tensors (INLINE_PIXELS):
+those take less time on the event loop than the hop to the pool and back does, so they are
+decoded in place (benchmarks/results/inline_decode.md has the measurement). Inference goes
+through the model version's batcher with the caller's deadline (time.monotonic()).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from service.dataplane.tensors import ImageTensor
 from service.errors import ConvserveError, InvalidInputError, QueueFullError
 from service.metrics import Metrics, package_version
 from service.preprocess.audio import AudioSpec, prepare_audio, split_windows
-from service.preprocess.image import ImageLimits, decode_image
+from service.preprocess.image import ImageLimits, ImageSpec, finish_image, open_image
 from service.repository import ModelRepository
 from service.settings import Settings
 from service.spec import Task
@@ -57,6 +59,12 @@ T = TypeVar("T")
 SERVER_NAME = "convserve"
 EXTENSIONS = ("classification", "model_repository", "model_configuration", "statistics")
 DEFAULT_TOP_K = 5
+# Images whose decoded and resized sizes are both at most 64×64 pixels (and tensors of at most
+# 3 × that many values) are preprocessed on the event loop: a 28×28 PNG takes 120–270 µs there,
+# while the hop through the pool cost more CPU than that and the GIL hand-over on top (LeNet-5
+# PNGs, interleaved: 1.5× the requests/s at c=16, 0.7× the CPU per request). A larger image
+# would stall every other call on the loop, so it goes to the pool.
+INLINE_PIXELS = 64 * 64
 
 
 class DataPlane:
@@ -80,6 +88,8 @@ class DataPlane:
         self._streams = 0
         self._shutting_down = False
         self._timers: dict[tuple[str, str], Any] = {}
+        self.inline_decodes = 0
+        """Images and tensors preprocessed on the event loop instead of the pool, so far."""
 
     # -- server ------------------------------------------------------------------------------
 
@@ -177,12 +187,13 @@ class DataPlane:
             raise ConvserveError(f"model {served.name!r}: {spec.task_problem}")
         input_spec = spec.inputs[0]
         if image is not None:
-            x = await self._preprocess(
-                served.name, "image", decode_image, image, spec.image, self._limits
-            )
+            x = await self._decode_image(served.name, image, spec.image)
         else:
             assert tensor is not None
-            x = await self._preprocess(served.name, "tensor", tensor.array, input_spec.dims)
+            inline = len(tensor.raw) // 4 + len(tensor.values) <= 3 * INLINE_PIXELS
+            x = await self._preprocess(
+                served.name, "tensor", tensor.array, input_spec.dims, inline=inline
+            )
         x = x.astype(input_spec.np_dtype, copy=False)
         outputs = await served.infer(
             {input_spec.name: x[None] if spec.batching else x}, deadline=deadline
@@ -259,19 +270,44 @@ class DataPlane:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    async def _preprocess(self, model: str, kind: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking decode work in the preprocessing pool, timed into the metrics."""
+    async def _decode_image(
+        self, model: str, image: bytes, spec: ImageSpec
+    ) -> npt.NDArray[np.float32]:
+        """Read the header here (cheap at any size), then decode in place or in the pool."""
         start = time.perf_counter()
         try:
+            opened = open_image(image, self._limits)
+            if opened.work_pixels(spec) <= INLINE_PIXELS:
+                self.inline_decodes += 1
+                return finish_image(opened, spec)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, finish_image, opened, spec
+            )
+        finally:
+            self._observe(model, "image", start)
+
+    async def _preprocess(
+        self, model: str, kind: str, fn: Callable[..., T], *args: Any, inline: bool = False
+    ) -> T:
+        """Run blocking decode work in the preprocessing pool (in place when `inline`), timed
+        into the metrics."""
+        start = time.perf_counter()
+        try:
+            if inline:
+                self.inline_decodes += 1
+                return fn(*args)
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         finally:
-            if self._metrics is not None:
-                timer = self._timers.get((model, kind))
-                if timer is None:
-                    timer = self._timers[(model, kind)] = (
-                        self._metrics.preprocess_duration_seconds.labels(model=model, kind=kind)
-                    )
-                timer.observe(time.perf_counter() - start)
+            self._observe(model, kind, start)
+
+    def _observe(self, model: str, kind: str, start: float) -> None:
+        if self._metrics is not None:
+            timer = self._timers.get((model, kind))
+            if timer is None:
+                timer = self._timers[(model, kind)] = (
+                    self._metrics.preprocess_duration_seconds.labels(model=model, kind=kind)
+                )
+            timer.observe(time.perf_counter() - start)
 
 
 def _prepare_clip(

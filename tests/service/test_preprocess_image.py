@@ -15,7 +15,14 @@ import skimage.data
 from PIL import ExifTags, Image, JpegImagePlugin
 
 from service.errors import InvalidInputError
-from service.preprocess.image import ImageLimits, ImageSpec, check_raw_tensor, decode_image
+from service.preprocess.image import (
+    ImageLimits,
+    ImageSpec,
+    check_raw_tensor,
+    decode_image,
+    finish_image,
+    open_image,
+)
 
 IMAGENET = ImageSpec(
     224, 224, 3, resize_size=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
@@ -321,6 +328,33 @@ def test_big_jpeg_is_decoded_at_reduced_scale(photos, monkeypatch):
     assert scales == [8, 8]
     assert np.abs(fast - full).mean() < 0.02
     assert np.abs(fast - full).max() < 0.5
+
+
+def test_open_then_finish_is_decode_image(photos):
+    """The two halves the server splits decoding into (header on the loop, pixels where the
+    size says) give decode_image's array, and finishing closes the image."""
+    data = encode(photos["coffee"], "PNG")  # 600 x 400
+    opened = open_image(data)
+    assert opened.size == (600, 400)
+    assert opened.work_pixels(IMAGENET) == 600 * 400  # decoded > resized (384 x 256)
+    assert opened.work_pixels(ImageSpec(28, 28, 1)) == 600 * 400
+    small = open_image(encode(photos["coffee"].resize((30, 20)), "PNG"))
+    assert small.work_pixels(ImageSpec(28, 28, 1)) == 28 * 28  # the resize is the larger
+    assert small.work_pixels(IMAGENET) == 384 * 256
+    out = finish_image(opened, IMAGENET)
+    np.testing.assert_array_equal(out, decode_image(data, IMAGENET))
+    assert opened.image.fp is None  # closed: its buffer let go
+
+
+def test_open_checks_the_header_and_finish_the_pixels(photos):
+    with pytest.raises(InvalidInputError, match="--max-image-pixels"):
+        open_image(crafted_png(8000, 6000))
+    with pytest.raises(InvalidInputError, match="not a JPEG"):
+        open_image(b"not an image!")
+    png = encode(photos["chelsea"], "PNG")
+    opened = open_image(png[:-2000])  # the header is intact: the damage shows when decoding
+    with pytest.raises(InvalidInputError, match="cannot decode PNG image"):
+        finish_image(opened, IMAGENET)
 
 
 def test_decoding_is_thread_safe(photos):

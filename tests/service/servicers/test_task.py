@@ -100,6 +100,33 @@ def test_classify_image_default_model_matches_in_process_onnx_runtime(
     assert all(c.label == IMAGE_LABELS[c.index] for c in reply.classes)
 
 
+@pytest.mark.parametrize(("size", "inline"), [((20, 30), True), ((100, 90), False)])
+def test_small_images_decode_on_the_loop_large_ones_in_the_pool(
+    server: ServerThread,
+    task_stub: pb_grpc.InferenceStub,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    inline: bool,
+) -> None:
+    """600 pixels decode in place, 9,000 (over INLINE_PIXELS) in the pool; same answers."""
+    assert server.server is not None
+    plane = server.server.plane
+    image = png(rng.integers(0, 256, size=size, dtype=np.uint8))
+    before = plane.inline_decodes
+    reply = task_stub.ClassifyImage(
+        pb.ClassifyImageRequest(model="tiny_image", image=image, top_k=3), timeout=10
+    )
+    assert plane.inline_decodes - before == int(inline)
+    spec = ImageSpec.from_parameters(
+        {"image_size": "8", "color": "grayscale", "mean": "0.5", "std": "0.25"}, (1, 8, 8)
+    )
+    logits = _session(server, "tiny_image").run(None, {"input": decode_image(image, spec)[None]})
+    expected = postprocess.top_k(postprocess.activate(logits[0][0], "softmax"), 3, IMAGE_LABELS)
+    assert [(c.index, c.score) for c in reply.classes] == [
+        (e.index, np.float32(e.score)) for e in expected
+    ]
+
+
 def test_classify_tensor_raw_and_values_agree(
     task_stub: pb_grpc.InferenceStub, rng: np.random.Generator
 ) -> None:
