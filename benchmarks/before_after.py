@@ -62,6 +62,7 @@ from benchmarks.servers import convserve_command
 
 BEFORE = "b3c81df"
 DEFAULT_TITLE = "the data-plane refactor (issue #10)"
+DEFAULT_OUT = "benchmarks/results"
 TOLERANCE = 0.05
 
 
@@ -269,7 +270,7 @@ def render(doc: dict[str, Any]) -> list[str]:
         "",
         f"Plan `{plan['name']}`: {plan['rounds']} round(s), {plan['duration']:g} s per figure, "
         f"interleaved; wall time {doc.get('wall_s', 0) / 60:.1f} min. Regenerate with "
-        f"`.venv/bin/python benchmarks/before_after.py --{plan['name']}`.",
+        f"`.venv/bin/python benchmarks/before_after.py {command(doc)}`.",
         "",
     ]
     if plan["name"] != "full":
@@ -305,6 +306,25 @@ def render(doc: dict[str, Any]) -> list[str]:
     if doc["notes"]:
         lines += ["", "## Notes", "", *(f"- {n}" for n in doc["notes"])]
     return lines
+
+
+def command(doc: dict[str, Any]) -> str:
+    """The options that rerun what `doc` records."""
+    plan = doc["plan"]
+    base = FULL if plan["name"] == "full" else QUICK
+    parts = [f"--{plan['name']}"]
+    if plan["rounds"] != base.rounds:
+        parts.append(f"--rounds {plan['rounds']}")
+    if doc["before"] != BEFORE:
+        parts.append(f"--before {doc['before']}")
+    models = list(dict.fromkeys(f["model"] for f in plan.get("figures", ())))
+    if models and set(models) != {f.model for f in base.figures}:
+        parts.append(f"--models {','.join(models)}")
+    if doc.get("title", DEFAULT_TITLE) != DEFAULT_TITLE:
+        parts.append(f'--title "{doc["title"]}"')
+    if doc.get("out", DEFAULT_OUT) != DEFAULT_OUT:
+        parts.append(f"--out {doc['out']}")
+    return " ".join(parts)
 
 
 def _n(value: float | None, digits: int = 1) -> str:
@@ -348,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, figures=tuple(f for f in plan.figures if f.model in wanted))
     runner = BeforeAfter(plan, args.before, args.repository, args.out)
     runner.doc["title"] = args.title
+    out = args.out.resolve()
+    runner.doc["out"] = str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     runner.run()
     runner.save()

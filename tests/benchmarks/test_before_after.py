@@ -5,12 +5,13 @@ better) and latency / CPU (lower)."""
 from __future__ import annotations
 
 import statistics
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pytest
 
-from benchmarks.before_after import TOLERANCE, render, summary
+from benchmarks.before_after import BEFORE, FULL, TOLERANCE, command, render, summary
 
 
 def test_summary_and_verdict() -> None:
@@ -94,3 +95,19 @@ def test_drift_between_rounds_cancels() -> None:
     assert row["throughput_rps_ratio"] == pytest.approx(0.97)
     assert row["throughput_rps_ratios"][0] == pytest.approx(0.7 * 0.97 / 1.3)
     assert row["p50_ms_ratio"] == pytest.approx(1.0)
+
+
+def test_the_table_says_how_to_rerun_it() -> None:
+    full = asdict(FULL)
+    assert command({"plan": full, "before": BEFORE}) == "--full"  # #10's run: the defaults
+    lenet = [f for f in full["figures"] if f["model"] == "lenet5_fashion"]
+    doc = {
+        "plan": {**full, "rounds": 5, "figures": lenet},
+        "before": "1d1dd67",
+        "title": "a change",
+        "out": "benchmarks/results/change",
+    }
+    assert command(doc) == (
+        '--full --rounds 5 --before 1d1dd67 --models lenet5_fashion --title "a change" '
+        "--out benchmarks/results/change"
+    )
