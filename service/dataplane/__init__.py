@@ -12,10 +12,11 @@ how outputs become answers — is written once, here and in the modules this pac
     postprocess  activations, top-k, classification strings, speech windows and segments
 
 Decoding and preprocessing are timed into `convserve_preprocess_duration_seconds`. They run in
-the server's preprocessing thread pool, except for small images and tensors (INLINE_PIXELS):
-those take less time on the event loop than the hop to the pool and back does, so they are
-decoded in place (benchmarks/results/inline_decode.md has the measurement). Inference goes
-through the model version's batcher with the caller's deadline (time.monotonic()).
+the server's preprocessing thread pool, except for small images and tensors (INLINE_PIXELS,
+INLINE_BYTES): those take less time on the event loop than the hop to the pool and back does,
+so they are decoded in place (benchmarks/results/inline_decode/ has the measurement).
+Inference goes through the model version's batcher with the caller's deadline
+(time.monotonic()).
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ from service.dataplane.tensors import ImageTensor
 from service.errors import ConvserveError, InvalidInputError, QueueFullError
 from service.metrics import Metrics, package_version
 from service.preprocess.audio import AudioSpec, prepare_audio, split_windows
-from service.preprocess.image import ImageLimits, ImageSpec, finish_image, open_image
+from service.preprocess.image import (
+    ImageLimits,
+    ImageSpec,
+    decode_image,
+    finish_image,
+    open_image,
+    parses_cheaply,
+)
 from service.repository import ModelRepository
 from service.settings import Settings
 from service.spec import Task
@@ -63,8 +71,11 @@ DEFAULT_TOP_K = 5
 # 3 × that many values) are preprocessed on the event loop: a 28×28 PNG takes 120–270 µs there,
 # while the hop through the pool cost more CPU than that and the GIL hand-over on top (LeNet-5
 # PNGs, interleaved: 1.5× the requests/s at c=16, 0.7× the CPU per request). A larger image
-# would stall every other call on the loop, so it goes to the pool.
+# would stall every other call on the loop, so it goes to the pool. So does any payload over
+# INLINE_BYTES, and any PNG with compressed text or ICC chunks (Pillow inflates those while it
+# reads the header: a crafted 16 KiB PNG took 45 ms to open): image.parses_cheaply.
 INLINE_PIXELS = 64 * 64
+INLINE_BYTES = 16 * 1024
 
 
 class DataPlane:
@@ -273,16 +284,20 @@ class DataPlane:
     async def _decode_image(
         self, model: str, image: bytes, spec: ImageSpec
     ) -> npt.NDArray[np.float32]:
-        """Read the header here (cheap at any size), then decode in place or in the pool."""
+        """A small image whose header is cheap to read is opened here, and decoded here too
+        when its pixels are few; everything else is decoded in the pool."""
         start = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
+            if not parses_cheaply(image, INLINE_BYTES):
+                return await loop.run_in_executor(
+                    self._executor, decode_image, image, spec, self._limits
+                )
             opened = open_image(image, self._limits)
             if opened.work_pixels(spec) <= INLINE_PIXELS:
                 self.inline_decodes += 1
                 return finish_image(opened, spec)
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, finish_image, opened, spec
-            )
+            return await loop.run_in_executor(self._executor, finish_image, opened, spec)
         finally:
             self._observe(model, "image", start)
 

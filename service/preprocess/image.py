@@ -72,6 +72,8 @@ _SIGNATURES: Final = (
     (b"BM", "BMP"),
 )
 _TRANSPOSED: Final = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_PNG: Final = b"\x89PNG\r\n\x1a\n"
+_INFLATED_CHUNKS: Final = (b"zTXt", b"iTXt", b"iCCP")  # Pillow decompresses these in open()
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,26 @@ def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> OpenedImage:
             im.close()
             raise
     return OpenedImage(im, data)
+
+
+def parses_cheaply(data: bytes, max_bytes: int) -> bool:
+    """Whether opening `data` costs time bounded by a small size: at most `max_bytes`, and, for
+    a PNG, no compressed ancillary chunk before the pixels. Pillow inflates zTXt, iTXt and iCCP
+    chunks while it reads the header, up to 64 MB of text in all, so a 16 KiB PNG can take
+    tens of milliseconds to open (tests/service/test_preprocess_image.py has one)."""
+    if len(data) > max_bytes:
+        return False
+    if not data.startswith(_PNG):
+        return True
+    at = len(_PNG)
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind in _INFLATED_CHUNKS:
+            return False
+        if kind == b"IDAT":
+            return True
+        at += 12 + length
+    return True
 
 
 def finish_image(

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import skimage.data
-from PIL import ExifTags, Image, JpegImagePlugin
+from PIL import ExifTags, Image, JpegImagePlugin, PngImagePlugin
 
 from service.errors import InvalidInputError
 from service.preprocess.image import (
@@ -22,7 +22,9 @@ from service.preprocess.image import (
     decode_image,
     finish_image,
     open_image,
+    parses_cheaply,
 )
+from tests.service.conftest import with_text_chunks
 
 IMAGENET = ImageSpec(
     224, 224, 3, resize_size=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
@@ -328,6 +330,27 @@ def test_big_jpeg_is_decoded_at_reduced_scale(photos, monkeypatch):
     assert scales == [8, 8]
     assert np.abs(fast - full).mean() < 0.02
     assert np.abs(fast - full).max() < 0.5
+
+
+def test_only_small_plain_images_count_as_cheap_to_parse(photos):
+    small = encode(photos["coffee"].resize((28, 28)), "PNG")
+    assert parses_cheaply(small, 16384)
+    assert not parses_cheaply(small, len(small) - 1)  # over the byte budget
+    assert parses_cheaply(encode(photos["coffee"].resize((28, 28)), "JPEG"), 16384)
+    assert parses_cheaply(encode(photos["coffee"].resize((28, 28)), "PNG", pnginfo=_text()), 16384)
+    crafted = with_text_chunks(small, 12)
+    assert len(crafted) < 16384  # small, yet Pillow would inflate 12 MB while opening it
+    assert not parses_cheaply(crafted, 16384)
+    np.testing.assert_array_equal(
+        decode_image(crafted, ImageSpec(28, 28, 1)), decode_image(small, ImageSpec(28, 28, 1))
+    )
+    assert parses_cheaply(b"\x89PNG\r\n\x1a\n\0\0", 16384)  # truncated: Pillow's to refuse
+
+
+def _text() -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "plain tEXt is read, not inflated")
+    return info
 
 
 def test_open_then_finish_is_decode_image(photos):

@@ -29,6 +29,7 @@ from tests.service.conftest import (
     png,
     speech_clip,
     wav,
+    with_text_chunks,
 )
 
 SPEECH_SPEC = AudioSpec(sample_rate=16000, window_samples=1600, hop_samples=800)
@@ -100,18 +101,23 @@ def test_classify_image_default_model_matches_in_process_onnx_runtime(
     assert all(c.label == IMAGE_LABELS[c.index] for c in reply.classes)
 
 
-@pytest.mark.parametrize(("size", "inline"), [((20, 30), True), ((100, 90), False)])
+@pytest.mark.parametrize(
+    ("size", "text_chunks", "inline"),
+    [((20, 30), 0, True), ((100, 90), 0, False), ((20, 30), 8, False)],
+)
 def test_small_images_decode_on_the_loop_large_ones_in_the_pool(
     server: ServerThread,
     task_stub: pb_grpc.InferenceStub,
     rng: np.random.Generator,
     size: tuple[int, int],
+    text_chunks: int,
     inline: bool,
 ) -> None:
-    """600 pixels decode in place, 9,000 (over INLINE_PIXELS) in the pool; same answers."""
+    """600 pixels decode in place; 9,000 (over INLINE_PIXELS) in the pool, and so does a small
+    PNG whose compressed text chunks Pillow would inflate while opening it; same answers."""
     assert server.server is not None
     plane = server.server.plane
-    image = png(rng.integers(0, 256, size=size, dtype=np.uint8))
+    image = with_text_chunks(png(rng.integers(0, 256, size=size, dtype=np.uint8)), text_chunks)
     before = plane.inline_decodes
     reply = task_stub.ClassifyImage(
         pb.ClassifyImageRequest(model="tiny_image", image=image, top_k=3), timeout=10
