@@ -8,11 +8,13 @@ generated protos and ours would register the same names in one descriptor pool).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
+import statistics
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +210,30 @@ def paired_ratios(
     return sorted(
         t / b for k in top.keys() & bottom.keys() if (t := top[k]) is not None and (b := bottom[k])
     )
+
+
+def interleaved(
+    sides: Sequence[str], rounds: int, measure: Callable[[str, int], list[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], float]:
+    """Run `measure(side, round)` for every side in every round, the order rotating by one side
+    per round (with two sides: alternating), so the machine's drift falls on all sides alike.
+    Returns every row and the median number of cores other processes used meanwhile."""
+    cpu = CpuWatch()
+    runs: list[dict[str, Any]] = []
+    others = []
+    for round_ in range(rounds):
+        shift = round_ % len(sides)
+        for side in [*sides[shift:], *sides[:shift]]:
+            runs += measure(side, round_)
+            others.append(cpu.sample()["others_cores"])
+    return runs, statistics.median(others)
+
+
+def save_results(
+    out: Path, name: str, doc: dict[str, Any], render: Callable[[dict[str, Any]], list[str]]
+) -> None:
+    """`doc` as OUT/NAME.json and its table as OUT/NAME.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=1))
+    (out / f"{name}.md").write_text("\n".join(render(doc)) + "\n")
+    print(f"wrote {out / f'{name}.md'}", file=sys.stderr)

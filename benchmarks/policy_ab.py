@@ -15,7 +15,6 @@ and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,10 +28,11 @@ from benchmarks.clients import python_client
 from benchmarks.common import (
     BENCH_REPO,
     RESULTS_DIR,
-    CpuWatch,
     free_port,
+    interleaved,
     paired_ratios,
     running,
+    save_results,
     wait_model_ready,
 )
 from benchmarks.cputree import TreeCpu
@@ -125,26 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     bench_repo.ensure(BENCH_REPO)
     repos = {"eager": BENCH_REPO, "delay": bench_repo.policy_view(BENCH_REPO, "delay")}
     model_input = bench_repo.models(BENCH_REPO)[args.model].input
-    cpu = CpuWatch()
     started = time.time()
-    runs: list[dict[str, Any]] = []
-    others = []
-    for round_ in range(args.rounds):
-        for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
-            runs += measure(side, repos[side], args.model, model_input, round_)
-            others.append(cpu.sample()["others_cores"])
+    runs, others = interleaved(
+        SIDES,
+        args.rounds,
+        lambda side, round_: measure(side, repos[side], args.model, model_input, round_),
+    )
     doc = {
         "model": args.model,
         "rounds": args.rounds,
         "environment": environment(),
-        "others_cores": statistics.median(others),
+        "others_cores": others,
         "wall_s": time.time() - started,
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "policy_ab.json").write_text(json.dumps(doc, indent=1))
-    (args.out / "policy_ab.md").write_text("\n".join(render(doc)) + "\n")
-    print(f"wrote {args.out / 'policy_ab.md'}", file=sys.stderr)
+    save_results(args.out, "policy_ab", doc, render)
     return 0
 
 

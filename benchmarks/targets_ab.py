@@ -23,7 +23,6 @@ environment is not built (benchmarks/peers/setup.sh pytriton).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import bench_repo
 from benchmarks.clients import python_client
-from benchmarks.common import BENCH_REPO, RESULTS_DIR, CpuWatch
+from benchmarks.common import BENCH_REPO, RESULTS_DIR, interleaved, save_results
 from benchmarks.cputree import TreeCpu
 from benchmarks.plans import environment
 from benchmarks.servers import launch, peer_ready
@@ -194,29 +193,21 @@ def main(argv: list[str] | None = None) -> int:
     if not peer_ready("pytriton"):
         sides.remove("pytriton")
         skipped = "PyTriton (its environment is not built: benchmarks/peers/setup.sh pytriton)"
-    cpu = CpuWatch()
     started = time.time()
-    runs: list[Row] = []
-    others = []
-    for round_ in range(args.rounds):
-        shift = round_ % len(sides)
-        for side in sides[shift:] + sides[:shift]:
-            runs += measure(side, model, round_)
-            others.append(cpu.sample()["others_cores"])
+    runs, others = interleaved(
+        sides, args.rounds, lambda side, round_: measure(side, model, round_)
+    )
     doc = {
         "model": args.model,
         "rounds": args.rounds,
         "sides": sides,
         "skipped": skipped,
         "environment": environment(),
-        "others_cores": statistics.median(others),
+        "others_cores": others,
         "wall_s": time.time() - started,
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "targets_ab.json").write_text(json.dumps(doc, indent=1))
-    (args.out / "targets_ab.md").write_text("\n".join(render(doc)) + "\n")
-    print(f"wrote {args.out / 'targets_ab.md'}", file=sys.stderr)
+    save_results(args.out, "targets_ab", doc, render)
     return 0
 
 
