@@ -67,10 +67,11 @@ T = TypeVar("T")
 SERVER_NAME = "convserve"
 EXTENSIONS = ("classification", "model_repository", "model_configuration", "statistics")
 DEFAULT_TOP_K = 5
-# Images whose decoded and resized sizes are both at most 64×64 pixels (and tensors of at most
-# 3 × that many values) are preprocessed on the event loop: a 28×28 PNG takes 120–270 µs there,
-# while the hop through the pool cost more CPU than that and the GIL hand-over on top (LeNet-5
-# PNGs, interleaved: 1.5× the requests/s at c=16, 0.7× the CPU per request). A larger image
+# Images whose decoded and resized sizes are both at most 64×64 pixels (and raw tensors of at
+# most 3 × that many values) are preprocessed on the event loop: a 28×28 PNG takes 120–270 µs
+# there, while the hop through the pool cost more CPU than that and the GIL hand-over on top
+# (LeNet-5 PNGs, interleaved: 1.4–1.7× the requests/s at c=16, 0.63–0.75× the CPU per request;
+# benchmarks/results/inline_decode/). A larger image
 # would stall every other call on the loop, so it goes to the pool. So does any payload over
 # INLINE_BYTES, and any PNG with compressed text or ICC chunks (Pillow inflates those while it
 # reads the header: a crafted 16 KiB PNG took 45 ms to open): image.parses_cheaply.
@@ -100,7 +101,7 @@ class DataPlane:
         self._shutting_down = False
         self._timers: dict[tuple[str, str], Any] = {}
         self.inline_decodes = 0
-        """Images and tensors preprocessed on the event loop instead of the pool, so far."""
+        """Images and raw tensors preprocessed on the event loop instead of the pool, so far."""
 
     # -- server ------------------------------------------------------------------------------
 
@@ -201,7 +202,9 @@ class DataPlane:
             x = await self._decode_image(served.name, image, spec.image)
         else:
             assert tensor is not None
-            inline = len(tensor.raw) // 4 + len(tensor.values) <= 3 * INLINE_PIXELS
+            # Raw bytes become an array without a copy; typed values stay in the pool (a Python
+            # float per value to convert).
+            inline = not len(tensor.values) and len(tensor.raw) <= 4 * 3 * INLINE_PIXELS
             x = await self._preprocess(
                 served.name, "tensor", tensor.array, input_spec.dims, inline=inline
             )

@@ -189,9 +189,10 @@ def decode_image(
 class OpenedImage:
     """An image whose header has been read and checked against the limits; no pixel decoded.
 
-    `open_image` costs tens of microseconds whatever the image's size, so a caller can open an
-    image first and then choose where the decoding runs (the server decodes small images on its
-    event loop and the rest in its preprocessing pool: service.dataplane).
+    Opening reads the header only, which usually takes tens of microseconds, so a caller can open
+    an image first and then choose where the decoding runs (the server decodes small images on its
+    event loop and the rest in its preprocessing pool: service.dataplane). `parses_cheaply` says
+    when opening itself may take longer.
     """
 
     image: Image.Image

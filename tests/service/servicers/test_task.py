@@ -134,21 +134,26 @@ def test_small_images_decode_on_the_loop_large_ones_in_the_pool(
 
 
 def test_classify_tensor_raw_and_values_agree(
-    task_stub: pb_grpc.InferenceStub, rng: np.random.Generator
+    server: ServerThread, task_stub: pb_grpc.InferenceStub, rng: np.random.Generator
 ) -> None:
+    assert server.server is not None
+    plane = server.server.plane
     x = rng.standard_normal((1, 8, 8)).astype(np.float32)
+    before = plane.inline_decodes
     raw = task_stub.ClassifyImage(
         pb.ClassifyImageRequest(
             model="tiny_image", top_k=50, tensor=pb.Tensor(shape=[1, 8, 8], raw=x.tobytes())
         ),
         timeout=10,
     )
+    assert plane.inline_decodes - before == 1  # small raw tensors: on the loop
     values = task_stub.ClassifyImage(
         pb.ClassifyImageRequest(
             model="tiny_image", top_k=50, tensor=pb.Tensor(values=x.ravel().tolist())
         ),
         timeout=10,
     )
+    assert plane.inline_decodes - before == 1  # typed values: in the pool
     assert len(raw.classes) == 10  # top_k capped at the number of classes
     assert list(raw.classes) == list(values.classes)
     assert math.isclose(sum(c.score for c in raw.classes), 1.0, rel_tol=1e-5)
